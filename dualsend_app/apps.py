@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class DualsendConfig(AppConfig):
+    name = "dualsend_app"
+    verbose_name = "dualsend"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,210 @@
+"""The records: an Order, one Send per partner operation, one Attempt per HTTP call.
+
+The database is the source of truth. Every state change is a conditional UPDATE
+(`claim`): filter on the expected state, update, and check that one row changed, so a
+task delivered twice does nothing the second time.
+"""
+
+import uuid
+
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DISPATCHED = "dispatched"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        COMPENSATING = "compensating"
+        COMPENSATED = "compensated"
+        NEEDS_ATTENTION = "needs_attention"
+
+    FINAL_STATUSES = (
+        Status.COMPLETED,
+        Status.FAILED,
+        Status.COMPENSATED,
+        Status.NEEDS_ATTENTION,
+    )
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Which API token created the order: idempotency keys are scoped per client.
+    client = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    # sha256 of the canonical JSON body: "the same body" ignores key order and white space.
+    request_fingerprint = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.TextField(blank=True)
+    correlation_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Serves the idempotency lookup of POST /api/orders and makes a concurrent
+            # duplicate fail on insert instead of creating a second order.
+            models.UniqueConstraint(
+                fields=["client", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="order_unique_client_idempotency_key",
+            ),
+        ]
+        indexes = [
+            # Serves the admin's status filter and the sweeper's "orders in status X" scans.
+            models.Index(fields=["status", "created_at"], name="order_status_created"),
+        ]
+
+    def __str__(self):
+        return f"order {self.id} ({self.status})"
+
+    def get_absolute_url(self):
+        return reverse("order-detail", kwargs={"order_id": str(self.id)})
+
+    @property
+    def is_final(self):
+        return self.status in self.FINAL_STATUSES
+
+    @classmethod
+    def claim(cls, order_id, *, from_statuses, **changes):
+        """Move an order out of one of `from_statuses`; True when this caller won."""
+        updated = cls.objects.filter(pk=order_id, status__in=from_statuses).update(
+            **changes, updated_at=timezone.now()
+        )
+        return updated == 1
+
+
+class Send(models.Model):
+    class Operation(models.TextChoices):
+        INVENTORY_RESERVE = "inventory.reserve"
+        PAYMENT_CHARGE = "payment.charge"
+        INVENTORY_RELEASE = "inventory.release"
+        PAYMENT_REFUND = "payment.refund"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_FLIGHT = "in_flight"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    class FailureKind(models.TextChoices):
+        NONE = "", "-"
+        # A 4xx: the partner did not act. Nothing to undo.
+        DECLINED = "declined", "definite no"
+        # Retries ran out, or the deadline passed, without a definite answer: the partner
+        # may have acted, so the operation is treated as possibly done.
+        UNKNOWN = "unknown", "outcome unknown"
+
+    HEADER_OPERATIONS = (Operation.INVENTORY_RESERVE, Operation.PAYMENT_CHARGE)
+    COMPENSATION_OF = {
+        Operation.INVENTORY_RESERVE: Operation.INVENTORY_RELEASE,
+        Operation.PAYMENT_CHARGE: Operation.PAYMENT_REFUND,
+    }
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED)
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="sends")
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    partner = models.CharField(max_length=16, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    failure_kind = models.CharField(
+        max_length=16, choices=FailureKind.choices, default=FailureKind.NONE, blank=True
+    )
+    # A compensation the partner answered 404 to: nothing had happened, nothing undone.
+    nothing_to_undo = models.BooleanField(default=False)
+    # One key per logical operation, sent on every attempt, created with the send.
+    idempotency_key = models.CharField(max_length=64, unique=True, default=uuid.uuid4)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=255)
+    # The exact bytes of the first attempt: partners compare bodies byte for byte.
+    request_body = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # The retry budget counts attempts from here: an operator's re-drive moves it up.
+    budget_starts_after = models.PositiveIntegerField(default=0)
+    remote_id = models.CharField(max_length=128, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # While in_flight, the claim holds until this time; past it (the worker died
+    # mid-call) a redelivered task may claim the send again.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # One send per operation and order: creating a compensation twice is a no-op.
+            models.UniqueConstraint(fields=["order", "operation"], name="send_unique_operation"),
+        ]
+        indexes = [
+            # Serves the sweeper's "sends stuck in pending or in_flight" scan.
+            models.Index(fields=["status", "created_at"], name="send_status_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.operation} for order {self.order_id} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        self.partner = self.operation.split(".", 1)[0]
+        super().save(*args, **kwargs)
+
+    @property
+    def is_final(self):
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def is_compensation(self):
+        return self.operation not in self.HEADER_OPERATIONS
+
+    @property
+    def attempts_in_budget(self):
+        return self.attempts - self.budget_starts_after
+
+    @property
+    def may_have_taken_effect(self):
+        """Succeeded, or failed without a definite no: it needs undoing."""
+        return self.status == self.Status.SUCCEEDED or (
+            self.status == self.Status.FAILED and self.failure_kind == self.FailureKind.UNKNOWN
+        )
+
+    @property
+    def undid_something(self):
+        return (
+            self.is_compensation
+            and self.status == self.Status.SUCCEEDED
+            and not self.nothing_to_undo
+        )
+
+
+class Attempt(models.Model):
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        RETRY = "retry"
+        FAILED = "failed"
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The partner's error code, or the exception for a call with no answer.
+    error = models.TextField(blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    will_retry = models.BooleanField(default=False)
+    retry_in_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["send_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["send", "number"], name="attempt_unique_number"),
+        ]
+
+    def __str__(self):
+        return f"attempt {self.number} of {self.send}"

@@ -1,0 +1,65 @@
+"""Which partner module serves each operation, and one call of a Send through it."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from ..models import Send
+from . import http, inventory, payment
+from .outcomes import Decision, decide
+
+Operation = Send.Operation
+
+REQUEST_BUILDERS = {
+    Operation.INVENTORY_RESERVE: inventory.reserve_request,
+    Operation.INVENTORY_RELEASE: inventory.release_request,
+    Operation.PAYMENT_CHARGE: payment.charge_request,
+    Operation.PAYMENT_REFUND: payment.refund_request,
+}
+PARTNER_MODULES = {inventory.PARTNER: inventory, payment.PARTNER: payment}
+
+
+@dataclass(frozen=True)
+class PartnerResult:
+    """One call's answer and what it means."""
+
+    answer: http.WireAnswer
+    decision: Decision
+    remote_id: str
+    retry_after: float | None
+
+
+def build_request(operation, order):
+    """(method, path, body) for an operation on an order; the body is stored and reused."""
+    return REQUEST_BUILDERS[operation](order)
+
+
+def partner_config(partner):
+    return settings.DUALSEND_PARTNERS[partner]
+
+
+def call(send, *, request_id):
+    """Make one HTTP call for a Send, with its stored request and idempotency key."""
+    module = PARTNER_MODULES[send.partner]
+    config = partner_config(send.partner)
+    answer = http.call(
+        partner=send.partner,
+        config=config,
+        auth=module.auth(config["credential"]),
+        method=send.method,
+        path=send.path,
+        body=send.request_body,
+        idempotency_key=send.idempotency_key,
+        request_id=request_id,
+    )
+    decision = decide(
+        status_code=answer.status_code,
+        error_code=answer.error_code,
+        is_compensation=send.is_compensation,
+    )
+    return PartnerResult(
+        answer=answer,
+        decision=decision,
+        remote_id=module.remote_id(answer) if decision.outcome == "succeeded" else "",
+        retry_after=http.retry_after_seconds(answer.headers),
+    )

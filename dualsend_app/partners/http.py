@@ -1,0 +1,147 @@
+"""The one HTTP helper every partner call goes through.
+
+A pooled `requests.Session` per partner per process (keep-alive to each partner, never
+shared across a fork), explicit connect and read timeouts, auth, and the correlation and
+idempotency headers. It returns what happened on the wire, and decides nothing.
+"""
+
+import datetime
+import email.utils
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+_sessions = {}
+_sessions_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class WireAnswer:
+    """One HTTP call: the answer, or the exception when there was none."""
+
+    status_code: int | None
+    headers: dict = field(default_factory=dict)
+    body: dict | None = None
+    exception: str = ""
+    duration_ms: int = 0
+
+    @property
+    def error_code(self):
+        """The partner's `{"error": {"code": …}}`, or ''."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return str(self.body["error"].get("code", ""))
+        return ""
+
+    @property
+    def error_message(self):
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return str(self.body["error"].get("message", ""))
+        return ""
+
+
+def session_for(partner, *, pool_size):
+    """The process's pooled session for a partner (a forked child builds its own)."""
+    key = (os.getpid(), partner)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = requests.Session()
+            # No retries here: retrying is the task's decision, recorded attempt by attempt.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _sessions[key] = session
+        return session
+
+
+def call(
+    *,
+    partner,
+    config,
+    auth,
+    method,
+    path,
+    body,
+    idempotency_key,
+    request_id,
+):
+    """Send one request to a partner and report what came back. Never raises for HTTP."""
+    headers = {
+        "Accept": "application/json",
+        "Idempotency-Key": idempotency_key,
+        "X-Request-ID": request_id,
+    }
+    if body:
+        headers["Content-Type"] = "application/json"
+    session = session_for(partner, pool_size=config["pool_size"])
+    started = time.monotonic()
+    try:
+        response = session.request(
+            method,
+            config["base_url"] + path,
+            data=body.encode() if body else None,
+            headers=headers,
+            auth=auth,
+            timeout=(config["connect_timeout"], config["read_timeout"]),
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        return WireAnswer(
+            status_code=None,
+            exception=f"{type(exc).__name__}: {exc}"[:500],
+            duration_ms=_elapsed_ms(started),
+        )
+    return WireAnswer(
+        status_code=response.status_code,
+        headers=dict(response.headers),
+        body=_json_or_none(response),
+        duration_ms=_elapsed_ms(started),
+    )
+
+
+def _json_or_none(response):
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError):
+        return None
+
+
+def _elapsed_ms(started):
+    return int((time.monotonic() - started) * 1000)
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """`Authorization: Bearer <token>`."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+def canonical_json(document):
+    """The bytes a request body is stored and sent as: compact, keys in a fixed order."""
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def retry_after_seconds(headers):
+    """`Retry-After` in seconds (delta-seconds or an HTTP date), or None."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())

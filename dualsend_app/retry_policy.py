@@ -1,0 +1,69 @@
+"""How long until a send's next attempt, and when to stop trying.
+
+Exponential backoff with full jitter (Celery's own `get_exponential_backoff_interval`,
+the function its autoretry uses), capped; the partner's `Retry-After` wins over the
+computed delay; a send stops at its maximum number of attempts or at its deadline.
+"""
+
+import datetime
+from dataclasses import dataclass
+
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    deadline: float  # seconds from the first attempt
+
+
+def policy_for(send):
+    """A header send follows its partner's policy; compensations try longer."""
+    config = settings.DUALSEND_PARTNERS[send.partner]
+    if send.is_compensation:
+        return Policy(
+            max_attempts=settings.DUALSEND_COMPENSATION_MAX_ATTEMPTS,
+            backoff_base=config["backoff_base"],
+            backoff_max=config["backoff_max"],
+            deadline=settings.DUALSEND_COMPENSATION_DEADLINE,
+        )
+    return Policy(
+        max_attempts=config["max_attempts"],
+        backoff_base=config["backoff_base"],
+        backoff_max=config["backoff_max"],
+        deadline=config["deadline"],
+    )
+
+
+def backoff_delay(policy, attempts_made):
+    """Full jitter: uniform in [0, min(cap, base * 2**(n-1))] after the n-th attempt."""
+    # Celery's helper counts whole units: work in milliseconds so that sub-second bases
+    # (the tests use them) keep their jitter.
+    millis = get_exponential_backoff_interval(
+        factor=int(policy.backoff_base * 1000),
+        retries=max(0, attempts_made - 1),
+        maximum=int(policy.backoff_max * 1000),
+        full_jitter=True,
+    )
+    return millis / 1000
+
+
+def next_delay(policy, attempts_made, retry_after):
+    """Seconds to wait: never sooner than the partner's Retry-After."""
+    delay = backoff_delay(policy, attempts_made)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def give_up_reason(policy, *, attempts_made, first_attempt_at, now, delay):
+    """Why the send must stop retrying now, or '' when it may try again after `delay`."""
+    if attempts_made >= policy.max_attempts:
+        return f"gave up after {attempts_made} attempts"
+    deadline_at = first_attempt_at + datetime.timedelta(seconds=policy.deadline)
+    if now + datetime.timedelta(seconds=delay) > deadline_at:
+        return f"deadline of {policy.deadline:g}s passed after {attempts_made} attempts"
+    return ""

@@ -1,0 +1,181 @@
+"""One attempt of a Send: claim it, call the partner, record the attempt, decide what next.
+
+The task in `tasks/sends.py` turns the decision into a Celery retry or a return value.
+Nothing here sleeps: a send that must wait says how long, and its task is rescheduled.
+"""
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from . import retry_policy
+from .models import Attempt, Send
+from .partners import clients
+from .partners.outcomes import Outcome
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What the task does after an attempt: retry in `retry_in` seconds, or stop."""
+
+    retry_in: float | None = None
+
+    @property
+    def should_retry(self):
+        return self.retry_in is not None
+
+
+STOP = NextStep()
+
+
+def lease_seconds(send):
+    """How long an in-flight claim holds: the longest a call can take, plus margin."""
+    config = settings.DUALSEND_PARTNERS[send.partner]
+    return config["connect_timeout"] + config["read_timeout"] + 30
+
+
+def seconds_until_due(send, now):
+    """>0 when this delivery came before the send's next attempt is due (a duplicate)."""
+    if send.next_attempt_at is None:
+        return 0.0
+    return max(0.0, (send.next_attempt_at - now).total_seconds())
+
+
+def claim(send_id, now):
+    """pending → in_flight (or an in_flight whose worker died), counting the attempt.
+
+    True when this delivery won the send; a duplicate delivery gets False and does nothing.
+    """
+    send = Send.objects.only("partner").get(pk=send_id)
+    claimable = Q(status=Send.Status.PENDING) | Q(
+        status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now
+    )
+    updated = (
+        Send.objects.filter(claimable, pk=send_id)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(
+            status=Send.Status.IN_FLIGHT,
+            attempts=F("attempts") + 1,
+            lease_expires_at=now + datetime.timedelta(seconds=lease_seconds(send)),
+            first_attempt_at=Coalesce(F("first_attempt_at"), now),
+            last_attempt_at=now,
+        )
+    )
+    return updated == 1
+
+
+def attempt(send_id):
+    """Make one HTTP call for a claimed send. Returns the result and when it started."""
+    send = Send.objects.select_related("order").get(pk=send_id)
+    started_at = timezone.now()
+    result = clients.call(send, request_id=send.order.correlation_id)
+    return send, result, started_at
+
+
+def record(send, result, started_at):
+    """Write the Attempt row and move the send; return what the task does next."""
+    decision = result.decision
+    answer = result.answer
+    now = timezone.now()
+    step, give_up = _next_step(send, result, now)
+    with transaction.atomic():
+        Attempt.objects.create(
+            send=send,
+            number=send.attempts,
+            started_at=started_at,
+            duration_ms=answer.duration_ms,
+            status_code=answer.status_code,
+            error=_attempt_error(answer),
+            outcome=decision.outcome,
+            will_retry=step.should_retry,
+            retry_in_seconds=step.retry_in,
+        )
+        changes = {
+            "last_status_code": answer.status_code,
+            "lease_expires_at": None,
+        }
+        if decision.outcome == Outcome.SUCCEEDED:
+            changes |= {
+                "status": Send.Status.SUCCEEDED,
+                "remote_id": result.remote_id,
+                "nothing_to_undo": decision.nothing_to_undo,
+                "error": "",
+                "finished_at": now,
+                "next_attempt_at": None,
+            }
+        elif step.should_retry:
+            changes |= {
+                "status": Send.Status.PENDING,
+                "error": decision.reason,
+                "next_attempt_at": now + datetime.timedelta(seconds=step.retry_in),
+            }
+        else:
+            changes |= {
+                "status": Send.Status.FAILED,
+                "failure_kind": (
+                    Send.FailureKind.DECLINED
+                    if decision.outcome == Outcome.FAILED
+                    else Send.FailureKind.UNKNOWN
+                ),
+                "error": f"{decision.reason}; {give_up}" if give_up else decision.reason,
+                "finished_at": now,
+                "next_attempt_at": None,
+            }
+        # Only the delivery holding the claim may record: a duplicate changes nothing.
+        Send.objects.filter(pk=send.pk, status=Send.Status.IN_FLIGHT).update(**changes)
+    _log_attempt(send, decision, step, give_up)
+    return step
+
+
+def _next_step(send, result, now):
+    """Retry after a delay, or stop; with the reason for giving up, if it gave up."""
+    if result.decision.outcome != Outcome.RETRY:
+        return STOP, ""
+    policy = retry_policy.policy_for(send)
+    delay = retry_policy.next_delay(policy, send.attempts_in_budget, result.retry_after)
+    give_up = retry_policy.give_up_reason(
+        policy,
+        attempts_made=send.attempts_in_budget,
+        first_attempt_at=send.first_attempt_at or now,
+        now=now,
+        delay=delay,
+    )
+    if give_up:
+        return STOP, give_up
+    return NextStep(retry_in=delay), ""
+
+
+def _attempt_error(answer):
+    if answer.status_code is None:
+        return answer.exception
+    if answer.status_code >= 300:
+        return f"{answer.error_code}: {answer.error_message}".strip(": ")
+    return ""
+
+
+def _log_attempt(send, decision, step, give_up):
+    logger.info(
+        "order=%s request_id=%s send=%s attempt=%s outcome=%s reason=%s retry_in=%s %s",
+        send.order_id,
+        send.order.correlation_id,
+        send.operation,
+        send.attempts,
+        decision.outcome,
+        decision.reason,
+        step.retry_in,
+        give_up,
+    )
+
+
+def summary(send_id):
+    """What a send task returns: enough for the chord's results, the database has the rest."""
+    send = Send.objects.get(pk=send_id)
+    return {"send": send.pk, "operation": send.operation, "status": send.status}

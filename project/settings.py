@@ -1,0 +1,225 @@
+"""dualsend settings: every external value is read here, once, through django-environ.
+
+The configuration table in README.md lists the variables. With DJANGO_DEBUG off the
+project refuses to start without its secrets and real partner credentials.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+# ---------------------------------------------------------------------------
+# Django core
+# ---------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+
+def _required_in_production(name, development_value):
+    """A secret: required when DEBUG is off, a development value otherwise."""
+    if DEBUG:
+        return env.str(name, default=development_value)
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
+    return value
+
+
+SECRET_KEY = _required_in_production(
+    "DJANGO_SECRET_KEY", "django-insecure-dualsend-development-only"
+)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "dualsend_app.apps.DualsendConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------------------
+# Database
+# ---------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'dualsend.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers and the web process write concurrently: WAL lets readers go on while one
+    # writes, IMMEDIATE takes the write lock up front (no upgrade deadlocks), and the
+    # timeout waits for the lock instead of failing with "database is locked".
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test_dualsend.sqlite3")}
+else:
+    # Keep connections between requests and tasks; check them before reuse so a database
+    # restart costs one reconnect, not a failed task.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}
+
+# ---------------------------------------------------------------------------
+# dualsend's own API
+# ---------------------------------------------------------------------------
+DEVELOPMENT_API_TOKEN = "dev-token-change-me"  # noqa: S105  (used only with DEBUG on)
+DUALSEND_API_TOKENS = env.list(
+    "DUALSEND_API_TOKENS", default=[DEVELOPMENT_API_TOKEN] if DEBUG else []
+)
+if not DEBUG and not DUALSEND_API_TOKENS:
+    raise ImproperlyConfigured("DUALSEND_API_TOKENS must be set when DJANGO_DEBUG is off")
+
+# A request body is a list of at most 100 items: 64 KiB is generous and bounds memory.
+DUALSEND_MAX_BODY_BYTES = env.int("DUALSEND_MAX_BODY_BYTES", default=64 * 1024)
+# GET /api/orders/<id>?wait=N holds a web thread; never longer than this.
+DUALSEND_MAX_WAIT_SECONDS = env.float("DUALSEND_MAX_WAIT_SECONDS", default=30.0)
+
+# ---------------------------------------------------------------------------
+# Partners: where they are, how to authenticate, how hard to try
+# ---------------------------------------------------------------------------
+
+
+def _partner(prefix, *, url, credential_name, development_credential):
+    """One partner's connection and retry policy, every value overridable as PREFIX_*."""
+    return {
+        "base_url": (
+            env.str(f"{prefix}_URL", default=url)
+            if DEBUG
+            else _required_in_production(f"{prefix}_URL", url)
+        ).rstrip("/"),
+        "credential": _required_in_production(credential_name, development_credential),
+        # requests' advice: a connect timeout slightly over a multiple of 3 s (TCP retransmit).
+        "connect_timeout": env.float(f"{prefix}_CONNECT_TIMEOUT", default=3.05),
+        "read_timeout": env.float(f"{prefix}_READ_TIMEOUT", default=10.0),
+        "max_attempts": env.int(f"{prefix}_MAX_ATTEMPTS", default=6),
+        "backoff_base": env.float(f"{prefix}_BACKOFF_BASE", default=1.0),
+        "backoff_max": env.float(f"{prefix}_BACKOFF_MAX", default=30.0),
+        # From the first attempt: past it, a send stops retrying and its outcome is settled.
+        "deadline": env.float(f"{prefix}_DEADLINE", default=180.0),
+        "pool_size": env.int(f"{prefix}_POOL_SIZE", default=32),
+    }
+
+
+DUALSEND_PARTNERS = {
+    "inventory": _partner(
+        "INVENTORY_API",
+        url="http://127.0.0.1:8101",
+        credential_name="INVENTORY_API_TOKEN",
+        development_credential="dev-inventory-token",
+    ),
+    "payment": _partner(
+        "PAYMENT_API",
+        url="http://127.0.0.1:8102",
+        credential_name="PAYMENT_API_KEY",
+        development_credential="dev-payment-key",
+    ),
+}
+
+# Compensations are the safety net: they try longer than the sends they undo.
+DUALSEND_COMPENSATION_MAX_ATTEMPTS = env.int("DUALSEND_COMPENSATION_MAX_ATTEMPTS", default=10)
+DUALSEND_COMPENSATION_DEADLINE = env.float("DUALSEND_COMPENSATION_DEADLINE", default=3600.0)
+# settle found a send not yet final (a duplicated header result): look again after this.
+DUALSEND_SETTLE_RECHECK_SECONDS = env.float("DUALSEND_SETTLE_RECHECK_SECONDS", default=2.0)
+
+# ---------------------------------------------------------------------------
+# Celery (configured from here with the CELERY_ namespace; see project/celery.py)
+# ---------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+
+# Bulkheads: one queue per partner API, so a slow partner fills only its own workers.
+QUEUE_INVENTORY = "api.inventory"
+QUEUE_PAYMENT = "api.payment"
+QUEUE_DEFAULT = "default"  # settle and compensations
+CELERY_TASK_DEFAULT_QUEUE = QUEUE_DEFAULT
+# A plain `celery -A project worker` consumes all three; `-Q api.payment` runs one bulkhead.
+CELERY_TASK_QUEUES = tuple(Queue(name) for name in (QUEUE_INVENTORY, QUEUE_PAYMENT, QUEUE_DEFAULT))
+CELERY_TASK_ROUTES = {
+    "tasks.sends.send_inventory": {"queue": QUEUE_INVENTORY},
+    "tasks.sends.send_payment": {"queue": QUEUE_PAYMENT},
+    "tasks.settle.settle_order": {"queue": QUEUE_DEFAULT},
+    "tasks.compensations.compensate": {"queue": QUEUE_DEFAULT},
+}
+
+# A task is acknowledged after it ran, and given back when its worker dies, so a killed
+# worker loses nothing; every task is idempotent against the database (claim, then act).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Long I/O tasks: a worker takes one message per free slot, not a batch others could run.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A stuck HTTP call is bounded by its own timeouts; this is the backstop.
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 150
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis redelivers a message not acknowledged within visibility_timeout. It must be longer
+# than the longest countdown a retry can take (a retried task is an ETA message held
+# unacknowledged by the worker until it is due), or Redis delivers it a second time.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,0 +1,46 @@
+"""Hand work to the broker: the chord of an order, the compensations of a settle.
+
+Signatures are built by task name (routes in settings pick the queue), so the business
+rules can enqueue without importing the task modules.
+"""
+
+import logging
+
+from celery import chord, signature
+from django.utils import timezone
+
+from dualsend_app.models import Order, Send
+
+logger = logging.getLogger(__name__)
+
+SEND_TASK_BY_PARTNER = {
+    "inventory": "tasks.sends.send_inventory",
+    "payment": "tasks.sends.send_payment",
+}
+SETTLE_TASK = "tasks.settle.settle_order"
+COMPENSATE_TASK = "tasks.compensations.compensate"
+
+
+def dispatch_order(order_id):
+    """chord([reserve, charge], settle); mark the order dispatched once the broker has it."""
+    sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
+    header = [signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,)) for send in sends]
+    try:
+        chord(header)(signature(SETTLE_TASK, args=(str(order_id),)))
+    except Exception:
+        # The broker is down: the order stays pending and the sweeper dispatches it later.
+        logger.exception("order=%s could not be dispatched; left pending", order_id)
+        return False
+    Order.objects.filter(pk=order_id, dispatched_at__isnull=True).update(
+        dispatched_at=timezone.now()
+    )
+    Order.claim(order_id, from_statuses=(Order.Status.PENDING,), status=Order.Status.DISPATCHED)
+    return True
+
+
+def enqueue_compensations(send_ids):
+    for send_id in send_ids:
+        try:
+            signature(COMPENSATE_TASK, args=(send_id,)).apply_async()
+        except Exception:
+            logger.exception("compensation send=%s could not be enqueued", send_id)
