@@ -12,6 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 
+def new_idempotency_key():
+    return str(uuid.uuid4())
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -117,7 +121,7 @@ class Send(models.Model):
     # A compensation the partner answered 404 to: nothing had happened, nothing undone.
     nothing_to_undo = models.BooleanField(default=False)
     # One key per logical operation, sent on every attempt, created with the send.
-    idempotency_key = models.CharField(max_length=64, unique=True, default=uuid.uuid4)
+    idempotency_key = models.CharField(max_length=64, unique=True, default=new_idempotency_key)
     method = models.CharField(max_length=8)
     path = models.CharField(max_length=255)
     # The exact bytes of the first attempt: partners compare bodies byte for byte.

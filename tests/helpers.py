@@ -1,0 +1,54 @@
+"""Small helpers shared by the integration tests: place an order, wait for it to settle."""
+
+import json
+import time
+import uuid
+
+from dualsend_app.models import Order
+
+API_TOKEN = "test-token"
+
+
+def order_body(**overrides):
+    body = {
+        "items": [{"sku": "SKU-1", "quantity": 2}],
+        "amount": 1999,
+        "currency": "usd",
+        "payment_source": "tok_visa",
+    }
+    return body | overrides
+
+
+def new_request_id():
+    """A correlation id of this test's own: simulator fault scripts match on it."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+def place_order(client, request_id, **overrides):
+    """POST /api/orders through the real view; returns the new order's id."""
+    response = client.post(
+        "/api/orders",
+        data=json.dumps(order_body(**overrides)),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {API_TOKEN}",
+        HTTP_X_REQUEST_ID=request_id,
+    )
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def wait_final(order_id, timeout=30.0):
+    """The order once it reached a final status; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        order = Order.objects.get(pk=order_id)
+        if order.is_final:
+            return order
+        time.sleep(0.1)
+    order = Order.objects.get(pk=order_id)
+    sends = list(order.sends.values_list("operation", "status", "attempts", "error"))
+    raise AssertionError(f"order still {order.status} after {timeout}s: {sends}")
+
+
+def sends_by_operation(order):
+    return {send.operation: send for send in order.sends.all()}
