@@ -1,0 +1,249 @@
+"""The admin: read the record of every order, its sends and every attempt; re-drive.
+
+Nothing here can corrupt the record. Every field is read-only, nothing can be added or
+deleted, and the change pages are view pages. The one thing an operator can do is
+re-drive the failed compensations of a `needs_attention` order, through the same
+business rule the workers use (`orders.redrive_compensations`).
+"""
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from . import orders
+from .models import Attempt, Order, Send
+
+
+def milliseconds_between(start, end):
+    """Whole milliseconds from `start` to `end`, or None while either is missing."""
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000)
+
+
+class ReadOnlyAdminMixin:
+    """A record, not a form: viewable, never added to, changed or deleted here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SendInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """An order's sends; each row links to its Send page, where its attempts are."""
+
+    model = Send
+    extra = 0
+    show_change_link = True
+    fields = readonly_fields = (
+        "operation",
+        "partner",
+        "status",
+        "failure_kind",
+        "attempts",
+        "remote_id",
+        "last_status_code",
+        "error",
+        "idempotency_key",
+        "first_attempt_at",
+        "last_attempt_at",
+        "finished_at",
+        "duration_ms",
+    )
+
+    @admin.display(description="duration (ms)")
+    def duration_ms(self, send):
+        return milliseconds_between(send.first_attempt_at, send.finished_at)
+
+
+class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Every HTTP call of a send, in order."""
+
+    model = Attempt
+    extra = 0
+    fields = readonly_fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "error",
+        "will_retry",
+        "retry_in_seconds",
+    )
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status",
+        "created_at",
+        "dispatched_at",
+        "settled_at",
+        "end_to_end_ms",
+        "correlation_id",
+        "client",
+    )
+    list_filter = ("status",)
+    # Exact matches: ids and keys are pasted whole, and exact lookups use the indexes.
+    search_fields = ("=id", "=idempotency_key", "=sends__idempotency_key", "=correlation_id")
+    search_help_text = "Order id, idempotency key (the order's or any send's), correlation id."
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    actions = ("redrive_compensations",)
+    inlines = (SendInline,)
+    fieldsets = (
+        (None, {"fields": ("id", "status", "status_reason", "client", "correlation_id")}),
+        ("Timing", {"fields": ("created_at", "dispatched_at", "settled_at", "end_to_end_ms")}),
+        ("Request", {"fields": ("idempotency_key", "request_fingerprint", "payload")}),
+        ("Attempts", {"fields": ("attempts_table",)}),
+    )
+    readonly_fields = (
+        "id",
+        "status",
+        "status_reason",
+        "client",
+        "correlation_id",
+        "created_at",
+        "dispatched_at",
+        "settled_at",
+        "end_to_end_ms",
+        "idempotency_key",
+        "request_fingerprint",
+        "payload",
+        "attempts_table",
+    )
+
+    @admin.display(description="end to end (ms)")
+    def end_to_end_ms(self, order):
+        return milliseconds_between(order.created_at, order.settled_at)
+
+    @admin.display(description="every HTTP call")
+    def attempts_table(self, order):
+        """All attempts of all sends, so the order's story reads on one page."""
+        attempts = Attempt.objects.filter(send__order=order).select_related("send")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    attempt.send.operation,
+                    attempt.number,
+                    attempt.started_at.isoformat(timespec="milliseconds"),
+                    attempt.duration_ms,
+                    attempt.status_code or "-",
+                    attempt.outcome,
+                    attempt.error or "",
+                    f"in {attempt.retry_in_seconds:.2f} s" if attempt.will_retry else "no",
+                )
+                for attempt in attempts.order_by("started_at", "number")
+            ),
+        )
+        if not rows:
+            return "no HTTP call yet"
+        return format_html(
+            "<table><thead><tr><th>operation</th><th>#</th><th>started</th>"
+            "<th>duration (ms)</th><th>status code</th><th>outcome</th><th>error</th>"
+            "<th>retry</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def has_redrive_permission(self, request):
+        """Re-driving changes an order through the business rules: a change permission."""
+        return request.user.has_perm("dualsend_app.change_order")
+
+    @admin.action(
+        description="Re-drive compensations of needs_attention orders",
+        permissions=("redrive",),
+    )
+    def redrive_compensations(self, request, queryset):
+        redriven, skipped = [], []
+        for order in queryset.only("id", "status"):
+            if order.status != Order.Status.NEEDS_ATTENTION:
+                skipped.append(order)
+                continue
+            sends = orders.redrive_compensations(order.pk)
+            redriven.append((order, sends))
+        self._report_redrive(request, redriven, skipped)
+
+    def _report_redrive(self, request, redriven, skipped):
+        if redriven:
+            sends = sum(count for _, count in redriven)
+            self.message_user(
+                request,
+                f"Re-drove {len(redriven)} order(s): {sends} compensation send(s) "
+                "back to pending with a fresh attempt budget and the same idempotency keys.",
+                messages.SUCCESS,
+            )
+        if skipped:
+            listed = ", ".join(f"{order.pk} ({order.status})" for order in skipped)
+            self.message_user(
+                request,
+                f"Skipped {len(skipped)} order(s) not in needs_attention: {listed}",
+                messages.WARNING,
+            )
+
+
+@admin.register(Send)
+class SendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "order_link",
+        "operation",
+        "partner",
+        "status",
+        "failure_kind",
+        "attempts",
+        "last_status_code",
+        "remote_id",
+        "first_attempt_at",
+        "finished_at",
+        "duration_ms",
+    )
+    list_filter = ("partner", "operation", "status", "failure_kind")
+    search_fields = ("=order__id", "=idempotency_key", "=remote_id")
+    search_help_text = "Order id, the send's idempotency key, the partner's remote id."
+    list_select_related = ("order",)
+    list_per_page = 100
+    inlines = (AttemptInline,)
+    fields = readonly_fields = (
+        "order_link",
+        "operation",
+        "partner",
+        "status",
+        "failure_kind",
+        "nothing_to_undo",
+        "idempotency_key",
+        "method",
+        "path",
+        "request_body",
+        "attempts",
+        "budget_starts_after",
+        "remote_id",
+        "last_status_code",
+        "error",
+        "lease_expires_at",
+        "next_attempt_at",
+        "created_at",
+        "first_attempt_at",
+        "last_attempt_at",
+        "finished_at",
+        "duration_ms",
+    )
+
+    @admin.display(description="order", ordering="order__created_at")
+    def order_link(self, send):
+        url = reverse("admin:dualsend_app_order_change", args=(send.order_id,))
+        return format_html('<a href="{}">{}</a>', url, send.order_id)
+
+    @admin.display(description="duration (ms)")
+    def duration_ms(self, send):
+        """First attempt to final outcome, retries and their waits included."""
+        return milliseconds_between(send.first_attempt_at, send.finished_at)

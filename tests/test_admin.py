@@ -1,0 +1,358 @@
+"""The admin shows the whole record of an order and never lets anyone corrupt it.
+
+Records are created directly with the ORM: no worker, broker or partner is involved.
+The re-drive action's enqueueing is replaced by a recording fake.
+"""
+
+import datetime
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from dualsend_app.models import Attempt, Order, Send
+from tasks import dispatch
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+ORDER_LIST = reverse("admin:dualsend_app_order_changelist")
+SEND_LIST = reverse("admin:dualsend_app_send_changelist")
+
+
+# --- factories -------------------------------------------------------------------------
+
+
+def make_order(status=Order.Status.COMPLETED, *, settled_after_ms=1234, **fields):
+    settled = status in Order.FINAL_STATUSES
+    defaults = {
+        "client": "client-a",
+        "idempotency_key": f"client-key-{uuid.uuid4()}",
+        "request_fingerprint": "f" * 64,
+        "payload": {"items": [{"sku": "SKU-1", "quantity": 1}], "amount": 1999},
+        "correlation_id": f"req-{uuid.uuid4()}",
+        "status": status,
+        "created_at": T0,
+        "dispatched_at": T0 + datetime.timedelta(milliseconds=5),
+        "settled_at": T0 + datetime.timedelta(milliseconds=settled_after_ms) if settled else None,
+    }
+    return Order.objects.create(**(defaults | fields))
+
+
+def make_send(order, operation, status=Send.Status.SUCCEEDED, **fields):
+    defaults = {
+        "method": "POST",
+        "path": "/v1/whatever",
+        "request_body": "{}",
+        "status": status,
+        "attempts": 1,
+        "first_attempt_at": T0 + datetime.timedelta(milliseconds=10),
+        "last_attempt_at": T0 + datetime.timedelta(milliseconds=10),
+        "finished_at": T0 + datetime.timedelta(milliseconds=90),
+    }
+    return Send.objects.create(order=order, operation=operation, **(defaults | fields))
+
+
+def make_attempt(send, number, *, status_code=201, error="", will_retry=False):
+    return Attempt.objects.create(
+        send=send,
+        number=number,
+        started_at=T0 + datetime.timedelta(milliseconds=10 * number),
+        duration_ms=40 + number,
+        status_code=status_code,
+        error=error,
+        outcome=Attempt.Outcome.RETRY if will_retry else Attempt.Outcome.SUCCEEDED,
+        will_retry=will_retry,
+        retry_in_seconds=0.5 if will_retry else None,
+    )
+
+
+def make_completed_order():
+    order = make_order(Order.Status.COMPLETED)
+    reserve = make_send(order, Send.Operation.INVENTORY_RESERVE, remote_id="res_abc", attempts=2)
+    make_attempt(reserve, 1, status_code=503, error="service_unavailable", will_retry=True)
+    make_attempt(reserve, 2)
+    charge = make_send(order, Send.Operation.PAYMENT_CHARGE, remote_id="ch_xyz")
+    make_attempt(charge, 1)
+    return order
+
+
+def make_needs_attention_order():
+    """Charged, stock declined, and the refund ran out of retries."""
+    order = make_order(Order.Status.NEEDS_ATTENTION, status_reason="refund did not succeed")
+    make_send(
+        order,
+        Send.Operation.INVENTORY_RESERVE,
+        Send.Status.FAILED,
+        failure_kind=Send.FailureKind.DECLINED,
+        last_status_code=409,
+    )
+    make_send(order, Send.Operation.PAYMENT_CHARGE, remote_id="ch_paid")
+    refund = make_send(
+        order,
+        Send.Operation.PAYMENT_REFUND,
+        Send.Status.FAILED,
+        failure_kind=Send.FailureKind.UNKNOWN,
+        attempts=10,
+        last_status_code=503,
+        error="service_unavailable",
+    )
+    return order, refund
+
+
+def change_url(obj):
+    return reverse(f"admin:dualsend_app_{obj._meta.model_name}_change", args=(obj.pk,))
+
+
+def listed_orders(response):
+    return {str(order.pk) for order in response.context["cl"].result_list}
+
+
+# --- the order list ---------------------------------------------------------------------
+
+
+def test_order_list_shows_each_order_with_its_end_to_end_duration(admin_client):
+    """The list names every order, its status and settled minus created in milliseconds."""
+    order = make_completed_order()
+
+    response = admin_client.get(ORDER_LIST)
+
+    assert response.status_code == 200
+    assert listed_orders(response) == {str(order.pk)}
+    content = response.content.decode()
+    assert "end to end (ms)" in content.lower()
+    assert "1234" in content
+    assert order.correlation_id in content
+
+
+def test_status_filter_lists_only_orders_in_that_status(admin_client):
+    """?status__exact=X lists the orders in status X and no other."""
+    completed = make_completed_order()
+    stuck, _ = make_needs_attention_order()
+
+    response = admin_client.get(ORDER_LIST, {"status__exact": "needs_attention"})
+
+    assert listed_orders(response) == {str(stuck.pk)}
+    assert str(completed.pk) not in listed_orders(response)
+
+
+@pytest.mark.parametrize("term", ["order_id", "order_key", "send_key", "correlation_id"])
+def test_search_finds_the_order_by_id_key_or_correlation_id(admin_client, term):
+    """Search by the order id, the client's key, any send's key or the correlation id."""
+    order = make_completed_order()
+    make_completed_order()  # a decoy that must not match
+    terms = {
+        "order_id": str(order.pk),
+        "order_key": order.idempotency_key,
+        "send_key": order.sends.get(operation=Send.Operation.PAYMENT_CHARGE).idempotency_key,
+        "correlation_id": order.correlation_id,
+    }
+
+    response = admin_client.get(ORDER_LIST, {"q": terms[term]})
+
+    assert response.status_code == 200
+    assert listed_orders(response) == {str(order.pk)}
+
+
+def test_search_with_a_term_that_is_not_a_uuid_finds_nothing_and_does_not_fail(admin_client):
+    """A free-text search term is not an error, even though order ids are UUIDs."""
+    make_completed_order()
+
+    response = admin_client.get(ORDER_LIST, {"q": "not-a-uuid"})
+
+    assert response.status_code == 200
+    assert listed_orders(response) == set()
+
+
+# --- the order page -----------------------------------------------------------------------
+
+
+def test_order_page_shows_its_sends_and_every_attempt(admin_client):
+    """Each send (operation, remote id, key) and each HTTP call of the order is on its page."""
+    order = make_completed_order()
+    reserve = order.sends.get(operation=Send.Operation.INVENTORY_RESERVE)
+
+    response = admin_client.get(change_url(order))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    for expected in ("inventory.reserve", "payment.charge", "res_abc", "ch_xyz"):
+        assert expected in content
+    assert reserve.idempotency_key in content
+    assert "service_unavailable" in content  # the first, retried attempt
+    assert "in 0.50 s" in content
+    assert change_url(reserve) in content  # the send row links to the send's page
+
+
+def test_send_page_lists_its_attempts_with_durations(admin_client):
+    """A send's page shows each attempt: number, duration, status code, error, retry."""
+    order = make_completed_order()
+    reserve = order.sends.get(operation=Send.Operation.INVENTORY_RESERVE)
+
+    response = admin_client.get(change_url(reserve))
+
+    assert response.status_code == 200
+    attempts = response.context["inline_admin_formsets"][0]
+    assert [form.original.number for form in attempts] == [1, 2]
+    content = response.content.decode()
+    assert "503" in content
+    assert "service_unavailable" in content
+    assert "41" in content  # duration_ms of attempt 1
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "operation"),
+    [
+        ("partner", "inventory", Send.Operation.INVENTORY_RESERVE),
+        ("operation__exact", "payment.refund", Send.Operation.PAYMENT_REFUND),
+        ("status__exact", "succeeded", Send.Operation.PAYMENT_CHARGE),
+        ("failure_kind__exact", "declined", Send.Operation.INVENTORY_RESERVE),
+    ],
+)
+def test_send_list_filters_by_partner_operation_status_and_failure_kind(
+    admin_client, parameter, value, operation
+):
+    """Each filter of the send list keeps only the sends that match it."""
+    order, _ = make_needs_attention_order()
+
+    response = admin_client.get(SEND_LIST, {parameter: value})
+
+    assert response.status_code == 200
+    listed = {send.operation for send in response.context["cl"].result_list}
+    assert listed == {operation}
+    assert all(send.order_id == order.pk for send in response.context["cl"].result_list)
+
+
+# --- nothing can corrupt the record ---------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["order", "send"])
+def test_adding_is_refused(admin_client, model):
+    """No order or send can be created by hand."""
+    response = admin_client.get(reverse(f"admin:dualsend_app_{model}_add"))
+
+    assert response.status_code == 403
+
+
+def test_deleting_is_refused_and_the_delete_action_is_absent(admin_client):
+    """An order cannot be deleted, one by one or in bulk."""
+    order = make_completed_order()
+
+    response = admin_client.post(
+        reverse("admin:dualsend_app_order_delete", args=(order.pk,)), {"post": "yes"}
+    )
+    listing = admin_client.get(ORDER_LIST)
+
+    assert response.status_code == 403
+    assert Order.objects.filter(pk=order.pk).exists()
+    assert "delete_selected" not in listing.content.decode()
+
+
+def test_order_page_is_read_only_and_a_forged_change_is_refused(admin_client):
+    """The page has no input for any field; a POST to it changes nothing."""
+    order = make_completed_order()
+
+    page = admin_client.get(change_url(order))
+    forged = admin_client.post(change_url(order), {"status": "failed", "client": "x"})
+
+    content = page.content.decode()
+    assert 'name="status"' not in content
+    assert 'name="_save"' not in content
+    assert forged.status_code == 403
+    order.refresh_from_db()
+    assert order.status == Order.Status.COMPLETED
+
+
+def test_send_page_is_read_only(admin_client):
+    """A send's page shows its fields as text, never as inputs, and refuses a POST."""
+    order = make_completed_order()
+    send = order.sends.first()
+
+    page = admin_client.get(change_url(send))
+    forged = admin_client.post(change_url(send), {"status": "failed"})
+
+    assert 'name="status"' not in page.content.decode()
+    assert forged.status_code == 403
+    send.refresh_from_db()
+    assert send.status == Send.Status.SUCCEEDED
+
+
+# --- re-drive ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The send ids handed to the broker, instead of handing them to the broker."""
+    recorded = []
+    monkeypatch.setattr(dispatch, "enqueue_compensations", recorded.extend)
+    return recorded
+
+
+def redrive(admin_client, *orders_to_redrive):
+    return admin_client.post(
+        ORDER_LIST,
+        {
+            "action": "redrive_compensations",
+            "_selected_action": [str(order.pk) for order in orders_to_redrive],
+        },
+        follow=True,
+    )
+
+
+def test_redrive_moves_a_needs_attention_order_back_to_compensating(
+    admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    """The order is compensating again, its failed refund pending with a fresh budget,
+    the same idempotency key, and enqueued once the transaction commits."""
+    order, refund = make_needs_attention_order()
+    key = refund.idempotency_key
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = redrive(admin_client, order)
+
+    order.refresh_from_db()
+    refund.refresh_from_db()
+    assert order.status == Order.Status.COMPENSATING
+    assert order.settled_at is None
+    assert refund.status == Send.Status.PENDING
+    assert refund.failure_kind == Send.FailureKind.NONE
+    assert refund.attempts_in_budget == 0
+    assert refund.idempotency_key == key
+    assert enqueued == [refund.pk]
+    assert "Re-drove 1 order(s): 1 compensation send(s)" in response.content.decode()
+
+
+def test_redrive_leaves_an_order_that_is_not_needs_attention_alone_and_says_so(
+    admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    """A completed order selected with a stuck one is skipped, named in the message."""
+    stuck, _ = make_needs_attention_order()
+    completed = make_completed_order()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = redrive(admin_client, stuck, completed)
+
+    completed.refresh_from_db()
+    assert completed.status == Order.Status.COMPLETED
+    assert completed.settled_at is not None
+    assert all(send.status == Send.Status.SUCCEEDED for send in completed.sends.all())
+    content = response.content.decode()
+    assert "Re-drove 1 order(s)" in content
+    assert f"Skipped 1 order(s) not in needs_attention: {completed.pk} (completed)" in content
+    assert len(enqueued) == 1
+
+
+def test_redrive_of_only_settled_orders_enqueues_nothing(
+    admin_client, enqueued, django_capture_on_commit_callbacks
+):
+    """Re-driving a completed order does nothing and reports it skipped."""
+    completed = make_completed_order()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = redrive(admin_client, completed)
+
+    assert enqueued == []
+    assert "Re-drove" not in response.content.decode()
+    assert "Skipped 1 order(s)" in response.content.decode()
+    completed.refresh_from_db()
+    assert completed.status == Order.Status.COMPLETED
