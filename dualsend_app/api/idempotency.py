@@ -1,0 +1,102 @@
+"""The client's Idempotency-Key on POST /api/orders: create once, replay after.
+
+Keys are scoped per client (the token's `client_id`). A request is "the same" when its
+fingerprint is: sha256 over the canonical JSON of the *normalized* payload, so key order,
+white space and the case of `currency` ("USD" and "usd" are stored alike) do not matter.
+
+    no key                         → create
+    key unseen                     → create
+    key seen, same fingerprint     → replay: 200 with the order as it stands now
+    key seen, other fingerprint    → 422 idempotency_key_reused
+    key being created right now    → 409 idempotency_in_progress
+
+Concurrent duplicates meet on the unique constraint (client, idempotency_key): the loser's
+insert fails, and it reads the winner's order. On PostgreSQL (and on SQLite, whose write
+lock serializes the transactions) the loser waits for the winner to commit, so it ends as
+a replay; 409 is left for an insert that failed while the winner's row is not visible.
+"""
+
+import hashlib
+import json
+import logging
+from enum import StrEnum
+
+from django.db import IntegrityError
+
+from dualsend_app import orders
+from dualsend_app.models import Order
+
+from . import errors
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+KEY_MESSAGE = f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    REPLAYED = "replayed"
+
+
+def parse_key(raw):
+    """(key, problem): '' when the header is absent; a problem message when it is unusable."""
+    if raw is None:
+        return "", None
+    key = raw.strip()
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " <= char <= "~" for char in key):
+        return "", KEY_MESSAGE
+    return key, None
+
+
+def fingerprint(payload):
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_or_replay(*, client, key, payload, correlation_id):
+    """(Outcome, order) for a validated request; ApiError 422 or 409 as in the table above."""
+    request_fingerprint = fingerprint(payload)
+    if key:
+        existing = _find(client, key)
+        if existing is not None:
+            return _replay(existing, request_fingerprint, correlation_id)
+    try:
+        order = orders.create_order(
+            client=client,
+            idempotency_key=key,
+            fingerprint=request_fingerprint,
+            payload=payload,
+            correlation_id=correlation_id,
+        )
+    except IntegrityError:
+        if not key:
+            raise
+        existing = _find(client, key)
+        if existing is None:
+            logger.info("request_id=%s idempotency key still in progress", correlation_id)
+            raise errors.idempotency_in_progress() from None
+        return _replay(existing, request_fingerprint, correlation_id)
+    return Outcome.CREATED, order
+
+
+def _find(client, key):
+    return Order.objects.filter(client=client, idempotency_key=key).first()
+
+
+def _replay(order, request_fingerprint, correlation_id):
+    if order.request_fingerprint != request_fingerprint:
+        logger.info(
+            "order=%s request_id=%s idempotency key reused with another body",
+            order.pk,
+            correlation_id,
+        )
+        raise errors.idempotency_key_reused()
+    logger.info(
+        "order=%s request_id=%s replayed (order request_id=%s)",
+        order.pk,
+        correlation_id,
+        order.correlation_id,
+    )
+    return Outcome.REPLAYED, order

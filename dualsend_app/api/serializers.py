@@ -1,0 +1,46 @@
+"""An order, its status and every send, as the JSON of GET /api/orders/<id>.
+
+Datetimes are ISO 8601 with their UTC offset, or null.
+"""
+
+
+def order_to_dict(order):
+    """The order and its sends; prefetch `sends` to read them in one query."""
+    return {
+        "id": str(order.pk),
+        "status": order.status,
+        "status_reason": order.status_reason,
+        "correlation_id": order.correlation_id,
+        "created_at": _iso(order.created_at),
+        "dispatched_at": _iso(order.dispatched_at),
+        "settled_at": _iso(order.settled_at),
+        "payload": {
+            "items": order.payload["items"],
+            "amount": order.payload["amount"],
+            "currency": order.payload["currency"],
+            "payment_source": order.payload["payment_source"],
+        },
+        "url": order.get_absolute_url(),
+        "sends": [send_to_dict(send) for send in order.sends.all()],
+    }
+
+
+def send_to_dict(send):
+    return {
+        "operation": send.operation,
+        "status": send.status,
+        "failure_kind": send.failure_kind,
+        # The number of HTTP calls made for this send.
+        "attempts": send.attempts,
+        "last_status_code": send.last_status_code,
+        "remote_id": send.remote_id,
+        "error": send.error,
+        "idempotency_key": str(send.idempotency_key),
+        "first_attempt_at": _iso(send.first_attempt_at),
+        "last_attempt_at": _iso(send.last_attempt_at),
+        "finished_at": _iso(send.finished_at),
+    }
+
+
+def _iso(moment):
+    return moment.isoformat() if moment is not None else None

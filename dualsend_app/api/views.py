@@ -1,0 +1,142 @@
+"""dualsend's HTTP API: POST /api/orders, GET /api/orders/<id>[?wait=N].
+
+Every answer is JSON and carries `X-Request-ID`: the client's when it is sane, else a new
+one. Errors share one shape (see errors.py). The checks of a POST run in the order users
+rely on: token 401, media type 415, size 413, JSON syntax 400, fields 422, idempotency
+422/409; nothing is written and nothing dispatched when one fails.
+"""
+
+import functools
+import logging
+import re
+import time
+import uuid
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from dualsend_app.models import Order
+
+from . import auth, errors, idempotency, validation
+from .serializers import order_to_dict
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# ?wait=N looks at the order this often: fresh enough for a caller, cheap for the database.
+WAIT_POLL_SECONDS = 0.2
+
+
+def request_id_of(request):
+    """The client's X-Request-ID when sane (1..128 of [A-Za-z0-9._:-]), else a new one."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    if SANE_REQUEST_ID.fullmatch(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
+def api_view(*allowed_methods):
+    """405 for other methods, ApiError rendered as JSON, X-Request-ID on every answer."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            request.request_id = request_id_of(request)
+            try:
+                if request.method not in allowed_methods:
+                    raise errors.method_not_allowed(request.method, allowed_methods)
+                response = view(request, *args, **kwargs)
+            except errors.ApiError as error:
+                logger.info(
+                    "request_id=%s %s %s answered %s %s",
+                    request.request_id,
+                    request.method,
+                    request.path,
+                    error.status,
+                    error.code,
+                )
+                response = error.response()
+            except Exception:
+                logger.exception(
+                    "request_id=%s %s %s failed", request.request_id, request.method, request.path
+                )
+                response = errors.internal_error().response()
+            response[REQUEST_ID_HEADER] = request.request_id
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+@api_view("POST")
+def orders_collection(request):
+    """Create an order (202), or replay the one created with this Idempotency-Key (200)."""
+    client = auth.authenticate(request)
+    document = validation.read_json_object(request, max_bytes=settings.DUALSEND_MAX_BODY_BYTES)
+    payload, problems = validation.validate_order(document)
+    key, key_problem = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    if key_problem:
+        problems[idempotency.HEADER] = key_problem
+    if problems:
+        raise errors.invalid_fields(problems)
+
+    outcome, order = idempotency.create_or_replay(
+        client=client, key=key, payload=payload, correlation_id=request.request_id
+    )
+    # Read it back: the chord was dispatched on commit, and a replay shows the order now.
+    order = _load(order.pk)
+    status = 202 if outcome == idempotency.Outcome.CREATED else 200
+    response = JsonResponse(order_to_dict(order), status=status)
+    response["Location"] = order.get_absolute_url()
+    return response
+
+
+@api_view("GET")
+def order_detail(request, order_id):
+    """The order and every send; ?wait=N holds the answer until it is final or N passed."""
+    auth.authenticate(request)
+    wait = validation.parse_wait(request.GET.get("wait"), cap=settings.DUALSEND_MAX_WAIT_SECONDS)
+    try:
+        pk = uuid.UUID(order_id)
+    except ValueError:
+        raise errors.not_found() from None
+    order = _load(pk)
+    if order is None:
+        raise errors.not_found()
+    if wait > 0 and not order.is_final:
+        order = _wait_until_final(order, wait, request.request_id)
+    return JsonResponse(order_to_dict(order))
+
+
+def _load(pk):
+    return Order.objects.prefetch_related("sends").filter(pk=pk).first()
+
+
+def _wait_until_final(order, seconds, request_id):
+    """Poll the order's status until it is final or `seconds` passed; the order then.
+
+    Each poll is its own autocommit query, so it sees what other processes committed
+    since the last one (no transaction is held open across the wait).
+    """
+    if connection.in_atomic_block:
+        logger.warning(
+            "order=%s request_id=%s ?wait inside a transaction may not see new commits",
+            order.pk,
+            request_id,
+        )
+    deadline = time.monotonic() + seconds
+    status = order.status
+    while status not in Order.FINAL_STATUSES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(WAIT_POLL_SECONDS, remaining))
+        status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
+        if status is None:  # deleted while we waited
+            raise errors.not_found()
+    return _load(order.pk) or order
