@@ -43,6 +43,9 @@ REDIS_URL, EMBEDDED_REDIS = _redis_url()
 INVENTORY_PORT = free_port()
 PAYMENT_PORT = free_port()
 
+# Every test send gets this many attempts; scripts that exhaust them use the constant.
+MAX_ATTEMPTS = 5
+
 TEST_ENVIRONMENT = {
     "DJANGO_DEBUG": "1",
     "REDIS_URL": REDIS_URL,
@@ -53,16 +56,16 @@ TEST_ENVIRONMENT = {
     "PAYMENT_API_KEY": "test-payment-key",
     "DUALSEND_API_TOKENS": "test-token,other-test-token",
     "DUALSEND_SETTLE_RECHECK_SECONDS": "0.3",
-    "DUALSEND_COMPENSATION_MAX_ATTEMPTS": "4",
+    "DUALSEND_COMPENSATION_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
     "DUALSEND_COMPENSATION_DEADLINE": "60",
 }
 for _partner in ("INVENTORY_API", "PAYMENT_API"):
     TEST_ENVIRONMENT |= {
         f"{_partner}_CONNECT_TIMEOUT": "1",
         f"{_partner}_READ_TIMEOUT": "1.5",
-        f"{_partner}_MAX_ATTEMPTS": "4",
-        f"{_partner}_BACKOFF_BASE": "0.05",
-        f"{_partner}_BACKOFF_MAX": "0.4",
+        f"{_partner}_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        f"{_partner}_BACKOFF_BASE": "0.1",
+        f"{_partner}_BACKOFF_MAX": "0.8",
         f"{_partner}_DEADLINE": "60",
     }
 

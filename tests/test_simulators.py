@@ -577,6 +577,21 @@ def test_scripted_500_after_effect_keeps_the_success_for_replay(simulator, order
     assert simulator.payment.ledger(order_id)["charged"] == 1
 
 
+def test_gateway_fault_answers_even_a_replay(simulator, order_id):
+    """A gateway 503 sits in front of the idempotency store: a retry after an effect gets it."""
+    key = new_key()
+    simulator.payment.script(
+        "s-gw", "charge", [{"status": 500, "after_effect": True}, {"status": 503, "gateway": True}]
+    )
+
+    first = charge(simulator, order_id, key=key, request_id="s-gw")
+    behind_gateway = charge(simulator, order_id, key=key, request_id="s-gw")
+    replay = charge(simulator, order_id, key=key, request_id="s-gw")
+
+    assert (first.status_code, behind_gateway.status_code, replay.status_code) == (500, 503, 201)
+    assert simulator.payment.ledger(order_id)["charged"] == 1
+
+
 def test_script_only_matches_its_request_id_and_operation(simulator, order_id):
     """A script for one X-Request-ID and operation leaves other requests alone."""
     simulator.inventory.script("only-me", "release", [{"status": 502}])

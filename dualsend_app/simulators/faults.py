@@ -173,6 +173,9 @@ class FaultStep:
       but answer ``status``.
     * ``drop``: ``"before_effect"`` or ``"after_effect"`` — close the
       connection without answering, before or after acting.
+    * ``status`` with ``gateway``: answered by the partner's gateway, in front of its
+      idempotency store (after the rate limit): the request never reached the API,
+      so even a retry of a request that already acted gets this answer.
     * ``delay_ms``: normal processing with this latency instead of the knob.
     * none of them (``{"normal": true}``): normal processing.
     """
@@ -181,6 +184,7 @@ class FaultStep:
     code: str | None = None
     retry_after: int | None = None
     after_effect: bool = False
+    gateway: bool = False
     drop: str | None = None
     delay_ms: float | None = None
 
@@ -228,6 +232,7 @@ def _parse_status_step(raw: dict[str, Any]) -> FaultStep:
         code=code,
         retry_after=retry_after,
         after_effect=bool(raw.get("after_effect", False)),
+        gateway=bool(raw.get("gateway", False)),
     )
 
 
@@ -261,6 +266,13 @@ class ScriptTable:
         if not steps:
             del self._steps[(request_id, operation)]
         return step
+
+    def next_gateway_step(self, request_id: str, operation: str) -> FaultStep | None:
+        """Consume the next step only when it is a gateway answer (stage 3.5)."""
+        steps = self._steps.get((request_id, operation))
+        if not steps or not steps[0].gateway:
+            return None
+        return self.next_step(request_id, operation)
 
     def pending(self) -> dict[str, list[dict[str, Any]]]:
         return {

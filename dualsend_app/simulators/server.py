@@ -11,6 +11,8 @@ Every partner request goes through the same stages, in this order:
 1. auth (401 ``unauthorized``);
 2. rate limit (429 ``rate_limited`` with ``Retry-After``; a refusal spends no quota);
 3. JSON and field validation (400 ``invalid_json``, 422 ``invalid_request``);
+   then a scripted ``gateway`` step, if it is the next one: answered here, before
+   the idempotency store, as a load balancer in front of the API would;
 4. idempotency: a missing key is 400 ``idempotency_key_required``; the same key
    with another method, path or body is 422 ``idempotency_key_reused``; the
    same key while the first request runs is 409 ``idempotency_in_progress``;
@@ -419,6 +421,14 @@ class Call:
         assert claim.answer is not None
         return Answer(claim.answer.status, claim.answer.body), True
 
+    def gateway_fault(self) -> Answer | None:
+        step = self.simulator.scripts.next_gateway_step(
+            self.record.request_id, self.operation.name
+        )
+        if step is None:
+            return None
+        return error_answer(step.status, step.code, "gateway fault", retry_after=step.retry_after)
+
     # Stage 5.
 
     def choose_fault(self) -> tuple[FaultStep, bool]:
@@ -449,7 +459,12 @@ class Call:
 
     async def run(self) -> web.StreamResponse:
         await self.read_body()
-        early = self.check_auth() or self.check_rate_limit() or self.read_payload()
+        early = (
+            self.check_auth()
+            or self.check_rate_limit()
+            or self.read_payload()
+            or self.gateway_fault()
+        )
         replayed = False
         if early is None:
             early, replayed = self.claim_key()
