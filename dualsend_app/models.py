@@ -47,6 +47,8 @@ class Order(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # How often the sweeper had to pick this order up again; each one is a Redrive row.
+    redrive_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -103,6 +105,9 @@ class Send(models.Model):
         # Retries ran out, or the deadline passed, without a definite answer: the partner
         # may have acted, so the operation is treated as possibly done.
         UNKNOWN = "unknown", "outcome unknown"
+        # The deadline passed before any call was made (breaker open, rate limited): the
+        # partner never heard of it. Nothing to undo.
+        NOT_SENT = "not_sent", "never sent"
 
     HEADER_OPERATIONS = (Operation.INVENTORY_RESERVE, Operation.PAYMENT_CHARGE)
     COMPENSATION_OF = {
@@ -127,6 +132,8 @@ class Send(models.Model):
     # The exact bytes of the first attempt: partners compare bodies byte for byte.
     request_body = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Times a call was put off without calling: breaker open, rate limit, Retry-After.
+    deferrals = models.PositiveIntegerField(default=0)
     # The retry budget counts attempts from here: an operator's re-drive moves it up.
     budget_starts_after = models.PositiveIntegerField(default=0)
     remote_id = models.CharField(max_length=128, blank=True)
@@ -137,6 +144,8 @@ class Send(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # When a worker first picked the send up: its deadline counts from here.
+    started_at = models.DateTimeField(null=True, blank=True)
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -212,3 +221,51 @@ class Attempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.number} of {self.send}"
+
+
+class Redrive(models.Model):
+    """The sweeper picked up work whose message was lost, or gave an order up."""
+
+    class Kind(models.TextChoices):
+        DISPATCH = "dispatch", "order dispatched again"
+        SEND = "send", "send enqueued again"
+        SETTLE = "settle", "settle enqueued again"
+        COMPENSATION = "compensation", "compensation enqueued again"
+        FINISH = "finish", "compensations closed"
+        EXPIRED = "expired", "past its maximum age"
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="redrives")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    detail = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} for order {self.order_id}"
+
+
+class BreakerTransition(models.Model):
+    """A partner's circuit breaker changed state (the live state is in Redis)."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    partner = models.CharField(max_length=16)
+    from_state = models.CharField(max_length=16, choices=State.choices)
+    to_state = models.CharField(max_length=16, choices=State.choices)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            # Serves the admin's "transitions of this partner, newest first".
+            models.Index(fields=["partner", "at"], name="breaker_partner_at"),
+        ]
+
+    def __str__(self):
+        return f"{self.partner} breaker {self.from_state} → {self.to_state}"

@@ -157,6 +157,22 @@ def _partner(prefix, *, url, credential_name, development_credential):
         # From the first attempt: past it, a send stops retrying and its outcome is settled.
         "deadline": env.float(f"{prefix}_DEADLINE", default=180.0),
         "pool_size": env.int(f"{prefix}_POOL_SIZE", default=32),
+        # Our own pace, shared by every worker: "N/s", "N/m" or "N/h" (the `limits` syntax).
+        "rate_limit": env.str(f"{prefix}_RATE_LIMIT", default="50/s"),
+        # Slow down before the partner refuses: when its X-RateLimit-Remaining is at or
+        # below this, no call until its X-RateLimit-Reset.
+        "slowdown_below": env.int(f"{prefix}_SLOWDOWN_BELOW", default=1),
+        "breaker": {
+            # Opens when, over the last `window` seconds and at least `min_calls` calls,
+            # the share of failed calls or of slow calls reaches its threshold.
+            "window": env.float(f"{prefix}_BREAKER_WINDOW", default=30.0),
+            "min_calls": env.int(f"{prefix}_BREAKER_MIN_CALLS", default=10),
+            "failure_rate": env.float(f"{prefix}_BREAKER_FAILURE_RATE", default=0.5),
+            "slow_call_seconds": env.float(f"{prefix}_BREAKER_SLOW_CALL_SECONDS", default=5.0),
+            "slow_call_rate": env.float(f"{prefix}_BREAKER_SLOW_CALL_RATE", default=0.8),
+            "open_seconds": env.float(f"{prefix}_BREAKER_OPEN_SECONDS", default=15.0),
+            "half_open_probes": env.int(f"{prefix}_BREAKER_HALF_OPEN_PROBES", default=3),
+        },
     }
 
 
@@ -181,6 +197,18 @@ DUALSEND_COMPENSATION_DEADLINE = env.float("DUALSEND_COMPENSATION_DEADLINE", def
 # settle found a send not yet final (a duplicated header result): look again after this.
 DUALSEND_SETTLE_RECHECK_SECONDS = env.float("DUALSEND_SETTLE_RECHECK_SECONDS", default=2.0)
 
+# No countdown (a retry, a deferral for the breaker or the rate limit) is ever longer than
+# this: the Redis broker's visibility_timeout must exceed it (a system check says so).
+DUALSEND_MAX_COUNTDOWN_SECONDS = env.float("DUALSEND_MAX_COUNTDOWN_SECONDS", default=300.0)
+
+# The sweeper: re-drives work whose message was lost (broker down at commit, worker
+# killed, Redis restarted without persistence). See tasks/sweeper.py.
+DUALSEND_SWEEP_EVERY_SECONDS = env.float("DUALSEND_SWEEP_EVERY_SECONDS", default=15.0)
+# Work this late past when it was due is taken as lost and sent again (idempotently).
+DUALSEND_SWEEP_GRACE_SECONDS = env.float("DUALSEND_SWEEP_GRACE_SECONDS", default=60.0)
+# An order not final this long after it was created goes to needs_attention.
+DUALSEND_ORDER_MAX_AGE_SECONDS = env.float("DUALSEND_ORDER_MAX_AGE_SECONDS", default=3 * 3600.0)
+
 # ---------------------------------------------------------------------------
 # Celery (configured from here with the CELERY_ namespace; see project/celery.py)
 # ---------------------------------------------------------------------------
@@ -204,6 +232,7 @@ CELERY_TASK_ROUTES = {
     "tasks.sends.send_payment": {"queue": QUEUE_PAYMENT},
     "tasks.settle.settle_order": {"queue": QUEUE_DEFAULT},
     "tasks.compensations.compensate": {"queue": QUEUE_DEFAULT},
+    "tasks.sweeper.sweep": {"queue": QUEUE_DEFAULT},
 }
 
 # A task is acknowledged after it ran, and given back when its worker dies, so a killed
@@ -221,5 +250,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # unacknowledged by the worker until it is due), or Redis delivers it a second time.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "socket_connect_timeout": 2,
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# When the broker is down, publishing gives up fast: POST /api/orders still answers 202 and
+# the order waits as pending for the sweeper, instead of the request hanging.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
+CELERY_REDIS_SOCKET_TIMEOUT = 10
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "tasks.sweeper.sweep", "schedule": DUALSEND_SWEEP_EVERY_SECONDS},
+}
