@@ -1,0 +1,128 @@
+"""Child processes for the demo: start each in its own process group, wait, stop them all.
+
+Every child writes to its own log file, never to the terminal, and runs in a new session
+so that a Ctrl-C in the terminal reaches only the demo, which then stops the children in
+order. On Linux a child also gets SIGTERM if the demo itself dies without cleaning up.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+POLL_SECONDS = 0.2
+LOG_TAIL_LINES = 15
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class StartupError(Exception):
+    """A child did not become ready; the message names its log file."""
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM this child when the demo dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def exit_code(self):
+        """None while running."""
+        return self.process.poll()
+
+    def log_tail(self, lines=LOG_TAIL_LINES):
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal_group(self, signum):
+        """Signal the child and everything it started (gunicorn's workers, say)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+
+def start_child(name, command, *, env, cwd, log_dir):
+    """Start `command` in a new session with stdout and stderr going to <log_dir>/<name>.log."""
+    log_path = Path(log_dir) / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # started before any thread: fork-safe
+        )
+    return Child(name=name, process=process, log_path=log_path)
+
+
+def wait_until_ready(child, is_ready, *, timeout, what=None):
+    """Poll `is_ready()` until it is true; StartupError if the child exits or time runs out."""
+    what = what or child.name
+    deadline = time.monotonic() + timeout
+    while True:
+        code = child.exit_code
+        if code is not None:
+            raise StartupError(
+                f"{what} exited with code {code} while starting; see {child.log_path}\n"
+                f"{child.log_tail()}"
+            )
+        if _ready(is_ready):
+            return
+        if time.monotonic() >= deadline:
+            raise StartupError(
+                f"{what} was not ready after {timeout:.0f} s; see {child.log_path}\n"
+                f"{child.log_tail()}"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _ready(is_ready):
+    try:
+        return bool(is_ready())
+    except Exception:  # any failure of a readiness probe means "not yet"
+        return False
+
+
+def stop_children(children, *, timeout):
+    """SIGTERM every child's group at once, wait up to `timeout`, SIGKILL what is left.
+
+    Returns the names of the children that had to be killed.
+    """
+    running = [child for child in children if child.exit_code is None]
+    for child in running:
+        child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = []
+    for child in running:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.signal_group(signal.SIGKILL)
+            child.process.wait()
+            killed.append(child.name)
+    return killed

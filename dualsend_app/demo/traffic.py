@@ -1,0 +1,216 @@
+"""The demo's client side: place orders through dualsend's HTTP API, wait until they settle.
+
+Each order has its own Idempotency-Key and X-Request-ID, as a real client's would, so a
+POST that failed on the way (connection reset, 5xx, 409 still in flight) is simply sent
+again: dualsend answers with the same order, never a second one.
+"""
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+
+import requests
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dualsend_app.models import Order
+
+FINAL_STATUSES = frozenset(str(status) for status in Order.FINAL_STATUSES)
+POST_TRIES = 4
+POST_RETRY_SECONDS = 0.5
+HTTP_TIMEOUT = 10.0
+LONG_POLL_SECONDS = 5
+SKUS = [f"SKU-{number}" for number in range(1, 21)]
+
+
+class Kind(StrEnum):
+    NORMAL = "normal"
+    DECLINED = "card declined"
+    OUT_OF_STOCK = "out of stock"
+
+
+@dataclass
+class DemoOrder:
+    number: int
+    kind: Kind
+    payload: dict
+    idempotency_key: str
+    request_id: str
+    order_id: str | None = None
+    status: str | None = None
+    error: str = ""
+
+    @property
+    def is_final(self):
+        return self.status in FINAL_STATUSES
+
+
+# --- the orders ---------------------------------------------------------------------------
+
+
+def order_mix(count, run_id, rng=random):
+    """Mostly normal orders; about one in ten declined by the card, one in ten out of stock."""
+    odd_ones = max(1, round(count / 10)) if count >= 3 else 0
+    kinds = [Kind.DECLINED] * odd_ones + [Kind.OUT_OF_STOCK] * odd_ones
+    kinds += [Kind.NORMAL] * (count - len(kinds))
+    rng.shuffle(kinds)
+    return [
+        DemoOrder(
+            number=number,
+            kind=kind,
+            payload=order_payload(kind, rng),
+            idempotency_key=f"{run_id}-order-{number}",
+            request_id=f"{run_id}-{number}",
+        )
+        for number, kind in enumerate(kinds, start=1)
+    ]
+
+
+def order_payload(kind, rng=random):
+    items = [
+        {"sku": sku, "quantity": rng.randint(1, 5)} for sku in rng.sample(SKUS, k=rng.randint(1, 3))
+    ]
+    if kind == Kind.OUT_OF_STOCK:
+        items[0]["sku"] = f"OOS-{rng.randint(1, 99)}"
+    return {
+        "items": items,
+        "amount": rng.randint(5, 250) * 100 - 1,
+        "currency": rng.choice(["usd", "eur"]),
+        "payment_source": "tok_chargeDeclined" if kind == Kind.DECLINED else "tok_visa",
+    }
+
+
+# --- dualsend's API -----------------------------------------------------------------------
+
+
+class ApiClient:
+    """dualsend's HTTP API, one pooled session per thread."""
+
+    def __init__(self, base_url, token):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._local = threading.local()
+        self.cancelled = threading.Event()
+
+    @property
+    def _session(self):
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+            self._local.session.headers["Authorization"] = f"Bearer {self.token}"
+        return self._local.session
+
+    def order_url(self, order_id):
+        return f"{self.base_url}/api/orders/{order_id}"
+
+    def place(self, order):
+        """POST the order, sending it again (same key, same body) after a transient failure."""
+        headers = {"Idempotency-Key": order.idempotency_key, "X-Request-ID": order.request_id}
+        for attempt in range(1, POST_TRIES + 1):
+            if self.cancelled.is_set():
+                break
+            try:
+                response = self._session.post(
+                    f"{self.base_url}/api/orders",
+                    json=order.payload,
+                    headers=headers,
+                    timeout=HTTP_TIMEOUT,
+                )
+            except requests.RequestException as exc:
+                order.error = f"POST failed: {exc}"
+            else:
+                if response.status_code in (200, 201, 202):
+                    body = response.json()
+                    order.order_id, order.status, order.error = body["id"], body["status"], ""
+                    return order
+                order.error = f"POST answered {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500 and response.status_code != 409:
+                    return order  # a definite no: sending it again cannot help
+            if attempt < POST_TRIES:
+                time.sleep(POST_RETRY_SECONDS * attempt)
+        return order
+
+    def wait_until_final(self, order, deadline):
+        """Long-poll GET /api/orders/<id>?wait=N until the order is final or time is up."""
+        while not order.is_final and time.monotonic() < deadline and not self.cancelled.is_set():
+            wait = max(1, min(LONG_POLL_SECONDS, int(deadline - time.monotonic())))
+            try:
+                response = self._session.get(
+                    self.order_url(order.order_id),
+                    params={"wait": wait},
+                    timeout=wait + HTTP_TIMEOUT,
+                )
+                response.raise_for_status()
+                order.status = response.json()["status"]
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                order.error = f"GET failed: {exc}"
+                time.sleep(POST_RETRY_SECONDS)
+        return order
+
+
+# --- placing and waiting, with progress bars ------------------------------------------------
+
+
+def place_and_settle(client, orders, *, rate, concurrency, timeout, console):
+    """Place every order, `rate` per second (0: all at once), then wait for all of them.
+
+    `timeout` bounds placing and settling together. On Ctrl-C the queued work is
+    cancelled and the polling threads stop after their current request, so the demo can
+    go on to stop its processes.
+    """
+    deadline = time.monotonic() + timeout
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="demo-client")
+    try:
+        with _progress(console) as progress:
+            _place(pool, progress, client, orders, rate)
+            _settle(pool, progress, client, [order for order in orders if order.order_id], deadline)
+    except BaseException:
+        client.cancelled.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return orders
+
+
+def _place(pool, progress, client, orders, rate):
+    """Submit each order at its time on a steady schedule, as a stream of clients would."""
+    placing = progress.add_task("placing orders", total=len(orders), statuses="")
+    started = time.monotonic()
+    futures = []
+    for index, order in enumerate(orders):
+        if rate:
+            time.sleep(max(0.0, started + index / rate - time.monotonic()))
+        futures.append(pool.submit(client.place, order))
+        futures[-1].add_done_callback(lambda _: progress.advance(placing))
+    for future in futures:
+        future.result()
+
+
+def _settle(pool, progress, client, orders, deadline):
+    settling = progress.add_task("settling", total=len(orders), statuses="")
+    futures = [pool.submit(client.wait_until_final, order, deadline) for order in orders]
+    while not all(future.done() for future in futures):
+        _show_settling(progress, settling, orders)
+        time.sleep(0.1)
+    _show_settling(progress, settling, orders)
+    for future in futures:
+        future.result()
+
+
+def _progress(console):
+    return Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[statuses]}"),
+        console=console,
+    )
+
+
+def _show_settling(progress, task, orders):
+    counts = Counter(order.status for order in orders if order.is_final)
+    statuses = "  ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+    progress.update(task, completed=sum(counts.values()), statuses=statuses)

@@ -1,0 +1,245 @@
+"""``manage.py demo``: the whole of dualsend on this machine, end to end, in a minute.
+
+It migrates, creates an ``admin`` login, starts Redis (embedded unless REDIS_URL is
+set), the partner simulators with a realistic fault mix, a Celery worker, Celery beat
+and the web server as real processes, places orders through the real HTTP API, shows
+them settle, prints what happened, and stops every process it started, also on Ctrl-C
+or an error. It exits 0 when every order reached a final state.
+"""
+
+import contextlib
+import functools
+import secrets
+import signal
+import time
+import uuid
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
+
+from dualsend_app.demo import report, traffic
+from dualsend_app.demo.processes import StartupError
+from dualsend_app.demo.stack import QUEUES, Faults, Stack
+
+ADMIN_USERNAME = "admin"
+EXIT_INTERRUPTED = 130
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole stack (Redis, partner simulators, worker, beat, web) as real "
+        "processes, place orders through the HTTP API, and summarise what happened."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--orders", type=int, default=50, help="orders to place (50)")
+        parser.add_argument(
+            "--timeout", type=float, default=180, help="seconds for all orders to settle (180)"
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=10,
+            help="orders per second, a steady stream (10); 0 sends them all at once",
+        )
+        parser.add_argument(
+            "--concurrency", type=int, default=8, help="client threads placing orders (8)"
+        )
+        parser.add_argument(
+            "--keep-running",
+            action="store_true",
+            help="leave the stack up after the summary (browse the admin) until Ctrl-C",
+        )
+        faults = Faults()
+        group = parser.add_argument_group("partner faults (passed to run_partners)")
+        group.add_argument("--latency-ms", default=faults.latency_ms)
+        group.add_argument("--error-rate", type=float, default=faults.error_rate)
+        group.add_argument("--decline-rate", type=float, default=faults.decline_rate)
+        group.add_argument("--drop-rate", type=float, default=faults.drop_rate)
+
+    def handle(self, *args, **options):
+        _check_options(options)
+        console = Console(highlight=False)
+        log_dir = settings.BASE_DIR / "var" / "demo"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stack = Stack(base_dir=settings.BASE_DIR, log_dir=log_dir, faults=_faults(options))
+        unsettled = None
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            password = prepare_database(console)
+            start_stack(stack, console)
+            orders = report.refresh_statuses(place_orders(stack, options, console))
+            unsettled = [order for order in orders if not order.is_final]
+            show_summary(orders, options, console)
+            show_where_to_look(stack, orders, password, log_dir, options, console)
+            if options["keep_running"]:
+                wait_for_ctrl_c(console)
+        except KeyboardInterrupt:
+            console.print("\n[yellow]Interrupted.[/]")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except StartupError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            stop_stack(stack, console)
+        if unsettled:
+            raise CommandError(
+                f"{len(unsettled)} order(s) did not reach a final state within "
+                f"{options['timeout']:g} s; see the logs in {log_dir}"
+            )
+
+
+def _check_options(options):
+    if options["orders"] < 1 or options["concurrency"] < 1:
+        raise CommandError("--orders and --concurrency must be at least 1")
+    if options["rate"] < 0 or options["timeout"] <= 0:
+        raise CommandError("--rate must be 0 or more, --timeout more than 0")
+
+
+def _faults(options):
+    return Faults(
+        latency_ms=options["latency_ms"],
+        error_rate=options["error_rate"],
+        decline_rate=options["decline_rate"],
+        drop_rate=options["drop_rate"],
+    )
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def prepare_database(console):
+    """Migrate, and give the ``admin`` superuser a new random password (returned)."""
+    with console.status("migrating the database"):
+        call_command("migrate", interactive=False, verbosity=0)
+    password = secrets.token_urlsafe(12)
+    user, _ = get_user_model().objects.get_or_create(username=ADMIN_USERNAME)
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(password)
+    user.save()
+    database = settings.DATABASES["default"]
+    console.print(
+        f"[green]✓[/] database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}"
+    )
+    return password
+
+
+def start_stack(stack, console):
+    with console.status("starting Redis"):
+        origin = stack.start_redis()
+    console.print(f"[green]✓[/] redis      {stack.redis_url_for_display}  [dim]({origin})[/]")
+    steps = (
+        ("partners", stack.start_partners, lambda: f"{stack.inventory_url}  {stack.payment_url}"),
+        ("worker", stack.start_worker, lambda: f"{stack.worker_name}, queues {QUEUES}"),
+        ("beat", stack.start_beat, lambda: "periodic tasks"),
+        ("web", stack.start_web, lambda: stack.web_url),
+    )
+    for name, start, describe in steps:
+        started = time.monotonic()
+        with console.status(f"starting {name}"):
+            start()
+        took = time.monotonic() - started
+        console.print(
+            f"[green]✓[/] {name:<10} {describe()}  "
+            f"[dim](ready in {took:.1f} s, log {stack.log_dir / name}.log)[/]"
+        )
+
+
+def place_orders(stack, options, console):
+    run_id = f"demo-{uuid.uuid4().hex[:8]}"
+    orders = traffic.order_mix(options["orders"], run_id)
+    kinds = ", ".join(
+        f"{sum(order.kind == kind for order in orders)} {kind}" for kind in traffic.Kind
+    )
+    pace = f"{options['rate']:g} a second" if options["rate"] else "all at once"
+    console.print(
+        f"\nPlacing {len(orders)} orders, {pace}, through POST {stack.web_url}/api/orders "
+        f"({kinds}); "
+        f"the simulators add latency {stack.faults.latency_ms} ms, "
+        f"errors {stack.faults.error_rate:.0%}, declines {stack.faults.decline_rate:.0%}, "
+        f"dropped connections {stack.faults.drop_rate:.0%}.\n"
+    )
+    client = traffic.ApiClient(stack.web_url, stack.api_token)
+    return traffic.place_and_settle(
+        client,
+        orders,
+        rate=options["rate"],
+        concurrency=options["concurrency"],
+        timeout=options["timeout"],
+        console=console,
+    )
+
+
+def show_summary(orders, options, console):
+    stats = report.collect(orders)
+    console.print()
+    console.print(report.status_table(stats, list(traffic.Kind)))
+    console.print(report.work_table(stats))
+    console.print(report.latency_table(stats))
+    refused = [order for order in orders if not order.order_id]
+    for order in refused[:5]:
+        console.print(f"[red]order {order.number} was not placed:[/] {order.error}")
+
+
+def show_where_to_look(stack, orders, password, log_dir, options, console):
+    """Plain lines, not a box: URLs and the curl command must copy and paste whole."""
+    say = functools.partial(console.print, soft_wrap=True)
+    example = _example_order(orders)
+    say("\n[bold]Where to look[/]")
+    login = f"[bold]{ADMIN_USERNAME}[/] / [bold]{password}[/]"
+    say(f"  admin      {stack.web_url}/admin/  login {login}")
+    say(f"  API token  {stack.api_token}")
+    if example:
+        url = f"{stack.web_url}/api/orders/{example.order_id}"
+        say(f"  an order   {url}  [dim]({example.kind}, {example.status})[/]")
+        say(f"             curl -s -H 'Authorization: Bearer {stack.api_token}' '{url}?wait=5'")
+    say(f"  logs       {log_dir}/  [dim](partners, worker, beat, web, redis)[/]")
+    if options["keep_running"]:
+        say("The stack keeps running until you press Ctrl-C.")
+    else:
+        say(
+            "[dim]These URLs work while the demo runs (--keep-running leaves it up). The "
+            "records stay in the database: DJANGO_DEBUG=1 .venv/bin/python manage.py "
+            "runserver, then http://127.0.0.1:8000/admin/ with the same login.[/]"
+        )
+
+
+def _example_order(orders):
+    """A compensated order tells the best story; else any order that was placed."""
+    placed = [order for order in orders if order.order_id]
+    preferred = [order for order in placed if order.status == "compensated"]
+    return (preferred or placed or [None])[0]
+
+
+def wait_for_ctrl_c(console):
+    """--keep-running: Ctrl-C (or SIGTERM) is the expected way out, not an interruption."""
+    console.print("[dim]Press Ctrl-C to stop.[/]")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            signal.pause()
+
+
+def stop_stack(stack, console):
+    """Stop every process the demo started; a second Ctrl-C cannot cut this short."""
+    with _signals_ignored(), console.status("stopping every process the demo started"):
+        killed = stack.stop()
+    suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
+    console.print(f"[green]✓[/] stopped every process the demo started{suffix}")
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    previous = {
+        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
