@@ -10,6 +10,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from django.db.models import Q, Sum
 from rich.table import Table
 
 from dualsend_app.models import Attempt, Order, Send
@@ -28,13 +29,14 @@ STATUS_MEANING = {
 STATUS_ORDER = list(STATUS_MEANING)
 HEADERS = (Send.Operation.INVENTORY_RESERVE, Send.Operation.PAYMENT_CHARGE)
 COMPENSATIONS = tuple(Send.COMPENSATION_OF.values())
-PLAIN_PATH_HEADING = "completed orders without a retry:"
+PLAIN_PATH_HEADING = "completed orders, no retry, never put off:"
 
 
 @dataclass
 class RunStats:
     statuses: dict = field(default_factory=lambda: defaultdict(Counter))  # status → kinds
     http_calls: int = 0
+    deferrals: int = 0
     sends_called: int = 0
     compensations: Counter = field(default_factory=Counter)
     latencies: dict = field(default_factory=dict)  # label → list of milliseconds
@@ -84,6 +86,7 @@ def collect(demo_orders):
     attempts = Attempt.objects.filter(send__order_id__in=ids)
     stats.http_calls = attempts.count()
     stats.sends_called = sends.filter(attempts__gt=0).count()
+    stats.deferrals = sends.aggregate(total=Sum("deferrals"))["total"] or 0
     stats.compensations = _compensation_outcomes(sends.filter(operation__in=COMPENSATIONS))
     stats.latencies = _latencies(records.values(), sends, attempts)
     return stats
@@ -126,9 +129,11 @@ def _latencies(orders, sends, attempts):
 
 
 def _completed_without_retry(orders, sends):
-    """Completed orders whose two sends each took one call: the plain path."""
+    """Completed orders whose two sends each took one call, never put off: the plain path."""
     retried = set(
-        sends.filter(operation__in=HEADERS, attempts__gt=1).values_list("order_id", flat=True)
+        sends.filter(Q(attempts__gt=1) | Q(deferrals__gt=0), operation__in=HEADERS).values_list(
+            "order_id", flat=True
+        )
     )
     return [
         order
@@ -191,6 +196,7 @@ def work_table(stats):
     table.add_column("", style="dim")
     table.add_row("HTTP calls to the partners", str(stats.http_calls), "one Attempt row each")
     table.add_row("retries", str(stats.retries), "calls beyond each send's first")
+    table.add_row("calls put off", str(stats.deferrals), "breaker open, rate limit or Retry-After")
     outcomes = ", ".join(f"{count} {name}" for name, count in sorted(stats.compensations.items()))
     table.add_row("compensations", str(stats.compensations.total()), outcomes)
     return table
