@@ -1,0 +1,65 @@
+"""The admin of the circuit breakers: every transition ever made, and each one's state now.
+
+Transitions are rows, read-only like the rest of the record. The live state lives in
+Redis, so the list page reads it there on each view and shows it above the rows.
+"""
+
+import datetime
+
+from django.conf import settings
+from django.contrib import admin
+from redis import RedisError
+
+from ..models import BreakerTransition
+from . import gate, ratelimit
+
+
+@admin.register(BreakerTransition)
+class BreakerTransitionAdmin(admin.ModelAdmin):
+    change_list_template = "admin/dualsend_app/breakertransition/change_list.html"
+    list_display = ("partner", "from_state", "to_state", "at", "reason")
+    list_filter = ("partner", "to_state")
+    date_hierarchy = "at"
+    list_per_page = 100
+    fields = readonly_fields = ("partner", "from_state", "to_state", "at", "reason")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = (extra_context or {}) | {
+            "breakers_now": [live_breaker(partner) for partner in settings.DUALSEND_PARTNERS]
+        }
+        return super().changelist_view(request, extra_context=extra_context)
+
+
+def live_breaker(partner):
+    """One partner's breaker as Redis has it now, with its rule, for the list page."""
+    row = {"partner": partner, "rule": breaker_rule(partner)}
+    try:
+        state = gate.breaker_state(partner)
+        paused = ratelimit.pause_remaining(partner)
+    except RedisError as exc:
+        unknown = dict.fromkeys(("calls", "failures", "slow", "open_until", "paused_seconds"))
+        return row | unknown | {"state": f"unknown: Redis unreachable ({type(exc).__name__})"}
+    open_until = state["open_until"]
+    if open_until is not None:
+        open_until = datetime.datetime.fromtimestamp(open_until, tz=datetime.UTC)
+    return row | state | {"open_until": open_until, "paused_seconds": round(paused, 1)}
+
+
+def breaker_rule(partner):
+    """The configured thresholds, in one line."""
+    config = settings.DUALSEND_PARTNERS[partner]["breaker"]
+    return (
+        f"opens when ≥ {config['failure_rate']:.0%} of calls fail or ≥ "
+        f"{config['slow_call_rate']:.0%} take ≥ {config['slow_call_seconds']:g} s, over "
+        f"{config['window']:g} s and ≥ {config['min_calls']} calls; open "
+        f"{config['open_seconds']:g} s; {config['half_open_probes']} probe(s) when half-open"
+    )

@@ -1,0 +1,119 @@
+"""The two questions the send path asks around every partner call.
+
+`admit(partner)` before a call: may it go now, or how long until it is worth asking
+again? `observe(partner, ...)` after it: what the answer says about the partner's health
+and the pace it asks for. Both are shared by every worker through Redis. Neither sleeps:
+a refused send is rescheduled by its task, so no worker slot is held while waiting.
+
+Redis unreachable → fail open: the call is allowed and nothing is recorded, with a
+warning. Without Redis we lose the breaker and the rate limit for a while; we do not
+turn a Redis outage into an outage of both partners.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from redis import RedisError
+
+from . import breaker, ratelimit
+from .breaker import Outcome
+from .redis_client import warn_unreachable
+
+PARTNER_ASKED_TO_WAIT = "partner asked to wait"
+RATE_LIMIT = "rate limit"
+BREAKER_OPEN = "breaker open"
+BREAKER_PROBES_IN_USE = "breaker half-open, probes in use"
+
+# A refusal always names a wait above zero, so a caller never spins on "ask again now".
+MIN_WAIT_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    # When not allowed: how long until it is worth asking again (>0, capped at
+    # settings.DUALSEND_MAX_COUNTDOWN_SECONDS).
+    wait_seconds: float = 0.0
+    reason: str = ""  # one of the four reasons above
+
+
+ADMITTED = Admission(allowed=True)
+
+
+def admit(partner: str) -> Admission:
+    """Before a call, in this order: the partner's own pause (Retry-After / X-RateLimit),
+    our configured rate, the breaker.
+
+    The breaker comes last because a half-open probe slot is the scarcest thing here: a
+    call the rate limit refuses must not hold one. (A call the breaker refuses has used a
+    slot of our rate; that only slows us down, never the partner's protection.)
+    """
+    try:
+        return _admit(partner)
+    except RedisError as exc:
+        warn_unreachable("admit", partner, exc)
+        return ADMITTED
+
+
+def observe(
+    partner: str,
+    *,
+    status_code: int | None,
+    headers: dict,
+    duration_seconds: float,
+    transient_failure: bool,
+) -> None:
+    """After a call: feed the breaker and store the pace the partner asked for.
+
+    A transient failure (5xx, 408, timeout, connection error) is a failure; 429 and
+    409 idempotency_in_progress say nothing about the partner's health and are not
+    counted; definite 4xx and 2xx are successes. A call that took `slow_call_seconds` or
+    more is slow. `Retry-After` on any answer, and `X-RateLimit-Remaining` at or below
+    `slowdown_below`, pause every worker's calls to this partner.
+    """
+    slow_after = settings.DUALSEND_PARTNERS[partner]["breaker"]["slow_call_seconds"]
+    try:
+        ratelimit.note_partner_signals(partner, headers or {})
+        breaker.record(
+            partner,
+            outcome=health_outcome(status_code, transient_failure),
+            slow=duration_seconds >= slow_after,
+        )
+    except RedisError as exc:
+        warn_unreachable("observe", partner, exc)
+
+
+def breaker_state(partner: str) -> dict:
+    """{"state": "closed|open|half_open", "calls", "failures", "slow", "open_until"}.
+
+    Counts are of the current window; `open_until` is an epoch time while open, else
+    None. Raises redis.RedisError when Redis is unreachable (the admin says so).
+    """
+    return breaker.current_state(partner)
+
+
+def health_outcome(status_code, transient_failure):
+    """What one answer says about the partner's health (see `observe`)."""
+    if status_code == 429 or (status_code == 409 and transient_failure):
+        # Busy, or our own earlier request still running: the partner is working.
+        return Outcome.NEUTRAL
+    return Outcome.FAILURE if transient_failure else Outcome.SUCCESS
+
+
+def _admit(partner):
+    paused = ratelimit.pause_remaining(partner)
+    if paused > 0:
+        return _refused(paused, PARTNER_ASKED_TO_WAIT)
+    wait = ratelimit.take_slot(partner)
+    if wait > 0:
+        return _refused(wait, RATE_LIMIT)
+    verdict = breaker.admit(partner)
+    if not verdict.allowed:
+        reason = BREAKER_OPEN if verdict.state == breaker.State.OPEN else BREAKER_PROBES_IN_USE
+        return _refused(verdict.wait_seconds, reason)
+    return ADMITTED
+
+
+def _refused(wait_seconds, reason):
+    wait = min(max(wait_seconds, MIN_WAIT_SECONDS), settings.DUALSEND_MAX_COUNTDOWN_SECONDS)
+    return Admission(allowed=False, wait_seconds=wait, reason=reason)

@@ -1,0 +1,83 @@
+"""The Redis connection the breaker and the rate limiter share, one per process.
+
+Created lazily and keyed by process id, like the HTTP sessions in `partners/http.py`: a
+forked worker child builds its own instead of sharing its parent's sockets. Timeouts are
+short because this sits in front of every partner call: when Redis does not answer, the
+send path fails open (see `gate.py`) instead of waiting on it.
+"""
+
+import logging
+import os
+import threading
+import time
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# A healthy Redis answers in a millisecond; past these the call proceeds without it.
+CONNECT_TIMEOUT_SECONDS = 0.5
+COMMAND_TIMEOUT_SECONDS = 1.0
+# During an outage every send would log the same warning: once per this, per process.
+UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
+
+_clients = {}
+_scripts = {}
+_clients_lock = threading.Lock()
+_last_warning_at = {"monotonic": None}
+
+
+def get_redis():
+    """This process's client for `settings.REDIS_URL`."""
+    url = settings.REDIS_URL
+    key = (os.getpid(), url)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            )
+            _clients[key] = client
+        return client
+
+
+def run_script(source, *, keys, args):
+    """Run a Lua script atomically in Redis: EVALSHA, loading it again after a restart.
+
+    redis-py's `register_script` gives a `Script` that retries with SCRIPT LOAD on
+    NOSCRIPT, so a Redis restarted without persistence costs one extra round trip.
+    """
+    client = get_redis()
+    key = (os.getpid(), settings.REDIS_URL, source)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = client.register_script(source)
+    return script(keys=keys, args=args)
+
+
+def key_prefix():
+    """Every resilience key starts with this: one Redis can serve several deployments.
+
+    `DUALSEND_RESILIENCE_KEY_PREFIX` is optional; the tests set a unique one per test.
+    """
+    return getattr(settings, "DUALSEND_RESILIENCE_KEY_PREFIX", "dualsend")
+
+
+def warn_unreachable(what, partner, exc):
+    """Log that Redis failed us and the call goes ahead, without flooding the log."""
+    now = time.monotonic()
+    last = _last_warning_at["monotonic"]
+    if last is not None and now - last < UNREACHABLE_WARNING_EVERY_SECONDS:
+        return
+    _last_warning_at["monotonic"] = now
+    logger.warning(
+        "partner=%s %s: Redis unreachable (%s: %s); failing open, the call goes ahead "
+        "without breaker or rate limit",
+        partner,
+        what,
+        type(exc).__name__,
+        exc,
+    )
