@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.core import checks
 
+from .resilience.config import configuration_errors
+
 POSITIVE_PARTNER_SETTINGS = (
     "connect_timeout",
     "read_timeout",
@@ -41,3 +43,29 @@ def check_partner_settings(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_resilience_settings(app_configs, **kwargs):
+    """Unparseable rates and impossible breaker thresholds stop start-up, named."""
+    return [checks.Error(message, id="dualsend.E003") for _, message in configuration_errors()]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_countdowns_fit_the_visibility_timeout(app_configs, **kwargs):
+    """Redis redelivers a message unacknowledged past visibility_timeout: a countdown
+    (an ETA message held by the worker) longer than it would run twice."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+    longest = max(
+        settings.DUALSEND_MAX_COUNTDOWN_SECONDS,
+        *(config["backoff_max"] for config in settings.DUALSEND_PARTNERS.values()),
+    )
+    if visibility <= longest:
+        return [
+            checks.Error(
+                f"CELERY_VISIBILITY_TIMEOUT ({visibility}s) must exceed the longest countdown "
+                f"({longest:g}s, DUALSEND_MAX_COUNTDOWN_SECONDS or a *_BACKOFF_MAX)",
+                id="dualsend.E004",
+            )
+        ]
+    return []

@@ -166,7 +166,7 @@ def redrive_compensations(order_id):
             status=Send.Status.PENDING,
             failure_kind=Send.FailureKind.NONE,
             budget_starts_after=F("attempts"),
-            first_attempt_at=None,
+            started_at=None,
             next_attempt_at=None,
             finished_at=None,
         )

@@ -17,7 +17,7 @@ class Policy:
     max_attempts: int
     backoff_base: float
     backoff_max: float
-    deadline: float  # seconds from the first attempt
+    deadline: float  # seconds from the send's first pickup
 
 
 def policy_for(send):
@@ -59,11 +59,14 @@ def next_delay(policy, attempts_made, retry_after):
     return delay
 
 
-def give_up_reason(policy, *, attempts_made, first_attempt_at, now, delay):
-    """Why the send must stop retrying now, or '' when it may try again after `delay`."""
-    if attempts_made >= policy.max_attempts:
+def give_up_reason(policy, *, attempts_made, started_at, now, delay, count_attempts=True):
+    """Why the send must stop now, or '' when it may try again after `delay`.
+
+    A deferral (breaker open, rate limit) made no call, so it does not count attempts.
+    """
+    if count_attempts and attempts_made >= policy.max_attempts:
         return f"gave up after {attempts_made} attempts"
-    deadline_at = first_attempt_at + datetime.timedelta(seconds=policy.deadline)
+    deadline_at = started_at + datetime.timedelta(seconds=policy.deadline)
     if now + datetime.timedelta(seconds=delay) > deadline_at:
         return f"deadline of {policy.deadline:g}s passed after {attempts_made} attempts"
     return ""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import retry_policy
 from .models import Attempt, Send
-from .partners import clients
+from .partners import clients, http
 from .partners.outcomes import Outcome
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,24 @@ STOP = NextStep()
 def lease_seconds(send):
     """How long an in-flight claim holds: the longest a call can take, plus margin."""
     config = settings.DUALSEND_PARTNERS[send.partner]
-    return config["connect_timeout"] + config["read_timeout"] + 30
+    longest_call = config["connect_timeout"] + config["read_timeout"]
+    return longest_call + settings.DUALSEND_LEASE_MARGIN_SECONDS
 
 
-def seconds_until_due(send, now):
-    """>0 when this delivery came before the send's next attempt is due (a duplicate)."""
-    if send.next_attempt_at is None:
-        return 0.0
-    return max(0.0, (send.next_attempt_at - now).total_seconds())
+def mark_started(send_id, now):
+    """The first pickup of a send starts its deadline (not its creation: an order that
+    waited for a broker outage still gets its full time)."""
+    Send.objects.filter(pk=send_id, started_at__isnull=True).update(started_at=now)
+
+
+def seconds_to_wait(send, now):
+    """>0 when this delivery must not call yet: the attempt is not due (a duplicate of a
+    retry), or another delivery holds the send in flight and its lease still runs."""
+    if send.status == Send.Status.PENDING and send.next_attempt_at:
+        return max(0.0, (send.next_attempt_at - now).total_seconds())
+    if send.status == Send.Status.IN_FLIGHT and send.lease_expires_at:
+        return max(0.0, (send.lease_expires_at - now).total_seconds())
+    return 0.0
 
 
 def claim(send_id, now):
@@ -144,13 +154,79 @@ def _next_step(send, result, now):
     give_up = retry_policy.give_up_reason(
         policy,
         attempts_made=send.attempts_in_budget,
-        first_attempt_at=send.first_attempt_at or now,
+        started_at=send.started_at or now,
         now=now,
         delay=delay,
     )
     if give_up:
         return STOP, give_up
     return NextStep(retry_in=delay), ""
+
+
+def defer(send_id, admission, now):
+    """The gate said not now: put the send off, or give up when its deadline would pass."""
+    send = Send.objects.select_related("order").get(pk=send_id)
+    policy = retry_policy.policy_for(send)
+    give_up = retry_policy.give_up_reason(
+        policy,
+        attempts_made=send.attempts_in_budget,
+        started_at=send.started_at or now,
+        now=now,
+        delay=admission.wait_seconds,
+        count_attempts=False,
+    )
+    if give_up:
+        _fail_unsent(send, f"{admission.reason}; {give_up}", now)
+        return STOP
+    Send.objects.filter(pk=send_id, status=Send.Status.PENDING).update(
+        deferrals=F("deferrals") + 1,
+        next_attempt_at=now + datetime.timedelta(seconds=admission.wait_seconds),
+        error=f"deferred: {admission.reason}",
+    )
+    logger.info(
+        "order=%s request_id=%s send=%s deferred %.2fs: %s",
+        send.order_id,
+        send.order.correlation_id,
+        send.operation,
+        admission.wait_seconds,
+        admission.reason,
+    )
+    return NextStep(retry_in=admission.wait_seconds)
+
+
+def _fail_unsent(send, reason, now):
+    """Past the deadline without a call now: clean if no call was ever made."""
+    kind = Send.FailureKind.NOT_SENT if send.attempts == 0 else Send.FailureKind.UNKNOWN
+    Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
+        status=Send.Status.FAILED,
+        failure_kind=kind,
+        error=reason,
+        finished_at=now,
+        next_attempt_at=None,
+    )
+    logger.warning(
+        "order=%s request_id=%s send=%s failed (%s): %s",
+        send.order_id,
+        send.order.correlation_id,
+        send.operation,
+        kind,
+        reason,
+    )
+
+
+def kept_answer(result, started_at):
+    """An answer whose bookkeeping failed (database down), as task arguments."""
+    return {"answer": result.answer.to_json(), "started_at": started_at.isoformat()}
+
+
+def record_kept_answer(send_id, kept):
+    """Record an answer kept across a retry: the partner is not called again."""
+    send = Send.objects.select_related("order").get(pk=send_id)
+    if send.status != Send.Status.IN_FLIGHT:
+        return STOP  # another delivery took the send over after our lease ran out
+    answer = http.WireAnswer.from_json(kept["answer"])
+    result = clients.interpret(send, answer)
+    return record(send, result, datetime.datetime.fromisoformat(kept["started_at"]))
 
 
 def _attempt_error(answer):

@@ -6,6 +6,8 @@ from django.conf import settings
 
 from dualsend_app import orders
 
+from .sends import DATABASE_ERRORS
+
 logger = get_task_logger(__name__)
 
 # A header result delivered twice can fire the callback before the other send is final;
@@ -19,6 +21,10 @@ MAX_RECHECKS = 150
     max_retries=None,
     acks_late=True,
     reject_on_worker_lost=True,
+    autoretry_for=DATABASE_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
 )
 def settle_order(self, header_results, order_id):
     """`header_results` are the sends' summaries; the database is what counts."""

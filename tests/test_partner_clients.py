@@ -212,9 +212,9 @@ def test_retry_after_wins_over_a_shorter_backoff():
 def test_gives_up_at_max_attempts_and_at_the_deadline():
     """Stop after the last allowed attempt, or when the next would land past the deadline."""
     now = datetime.datetime.now(datetime.UTC)
-    assert retry_policy.give_up_reason(POLICY, attempts_made=6, first_attempt_at=now, now=now,
+    assert retry_policy.give_up_reason(POLICY, attempts_made=6, started_at=now, now=now,
                                        delay=1)
-    assert retry_policy.give_up_reason(POLICY, attempts_made=2, first_attempt_at=now, now=now,
+    assert retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now, now=now,
                                        delay=181)
-    assert not retry_policy.give_up_reason(POLICY, attempts_made=2, first_attempt_at=now,
+    assert not retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now,
                                            now=now, delay=5)

@@ -52,6 +52,12 @@ def call(send, *, request_id):
         idempotency_key=send.idempotency_key,
         request_id=request_id,
     )
+    return interpret(send, answer)
+
+
+def interpret(send, answer):
+    """What a wire answer means for this send (also for an answer kept across a retry)."""
+    module = PARTNER_MODULES[send.partner]
     decision = decide(
         status_code=answer.status_code,
         error_code=answer.error_code,

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 import requests
 from requests.adapters import HTTPAdapter
 
+# The headers anything downstream reads; the rest is not worth carrying in a task message.
+KEPT_HEADERS = frozenset(
+    {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+)
+
 _sessions = {}
 _sessions_lock = threading.Lock()
 
@@ -29,6 +34,20 @@ class WireAnswer:
     body: dict | None = None
     exception: str = ""
     duration_ms: int = 0
+
+    def to_json(self):
+        """The answer as task arguments: kept across a retry of the bookkeeping."""
+        return {
+            "status_code": self.status_code,
+            "headers": {k: v for k, v in self.headers.items() if k.lower() in KEPT_HEADERS},
+            "body": self.body,
+            "exception": self.exception,
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(**data)
 
     @property
     def error_code(self):
