@@ -9,4 +9,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 app = Celery("dualsend")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Our tasks live in the top-level `tasks` package, not in an app: name its modules.
-app.conf.imports = ("tasks.sends", "tasks.settle", "tasks.compensations")
+app.conf.imports = ("tasks.sends", "tasks.settle", "tasks.compensations", "tasks.sweeper")

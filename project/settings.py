@@ -157,7 +157,8 @@ def _partner(prefix, *, url, credential_name, development_credential):
         # From the first attempt: past it, a send stops retrying and its outcome is settled.
         "deadline": env.float(f"{prefix}_DEADLINE", default=180.0),
         "pool_size": env.int(f"{prefix}_POOL_SIZE", default=32),
-        # Our own pace, shared by every worker: "N/s", "N/m" or "N/h" (the `limits` syntax).
+        # Our own pace, shared by every worker: "N/s", "N/m", "N/h", or the `limits` syntax
+        # ("50/second", "50 per minute").
         "rate_limit": env.str(f"{prefix}_RATE_LIMIT", default="50/s"),
         # Slow down before the partner refuses: when its X-RateLimit-Remaining is at or
         # below this, no call until its X-RateLimit-Reset.
@@ -197,6 +198,12 @@ DUALSEND_COMPENSATION_DEADLINE = env.float("DUALSEND_COMPENSATION_DEADLINE", def
 # settle found a send not yet final (a duplicated header result): look again after this.
 DUALSEND_SETTLE_RECHECK_SECONDS = env.float("DUALSEND_SETTLE_RECHECK_SECONDS", default=2.0)
 
+# Every breaker, rate-limit and pause key in Redis starts with this (two deployments can
+# share one Redis).
+DUALSEND_RESILIENCE_KEY_PREFIX = env.str("DUALSEND_RESILIENCE_KEY_PREFIX", default="dualsend")
+# An in-flight claim lasts the call's timeouts plus this; past it (the worker died
+# mid-call) the send may be claimed again, with the same idempotency key.
+DUALSEND_LEASE_MARGIN_SECONDS = env.float("DUALSEND_LEASE_MARGIN_SECONDS", default=30.0)
 # No countdown (a retry, a deferral for the breaker or the rate limit) is ever longer than
 # this: the Redis broker's visibility_timeout must exceed it (a system check says so).
 DUALSEND_MAX_COUNTDOWN_SECONDS = env.float("DUALSEND_MAX_COUNTDOWN_SECONDS", default=300.0)
@@ -265,5 +272,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
 CELERY_REDIS_SOCKET_TIMEOUT = 10
 CELERY_BEAT_SCHEDULE = {
-    "sweep": {"task": "tasks.sweeper.sweep", "schedule": DUALSEND_SWEEP_EVERY_SECONDS},
+    "sweep": {
+        "task": "tasks.sweeper.sweep",
+        "schedule": DUALSEND_SWEEP_EVERY_SECONDS,
+        # Sweeps do not pile up while no worker runs: a late one is dropped.
+        "options": {"expires": DUALSEND_SWEEP_EVERY_SECONDS},
+    },
 }

@@ -40,7 +40,24 @@ def dispatch_order(order_id):
 
 def enqueue_compensations(send_ids):
     for send_id in send_ids:
-        try:
-            signature(COMPENSATE_TASK, args=(send_id,)).apply_async()
-        except Exception:
-            logger.exception("compensation send=%s could not be enqueued", send_id)
+        _publish(signature(COMPENSATE_TASK, args=(send_id,)), f"compensation send={send_id}")
+
+
+def enqueue_send(send):
+    """One send on its own, outside any chord (the sweeper's re-drive)."""
+    name = COMPENSATE_TASK if send.is_compensation else SEND_TASK_BY_PARTNER[send.partner]
+    return _publish(signature(name, args=(send.pk,)), f"send={send.pk}")
+
+
+def enqueue_settle(order_id):
+    return _publish(signature(SETTLE_TASK, args=([], str(order_id))), f"settle order={order_id}")
+
+
+def _publish(task_signature, what):
+    """True once the broker has it; a broker outage is logged, the sweeper tries again."""
+    try:
+        task_signature.apply_async()
+    except Exception:
+        logger.exception("%s could not be enqueued; the sweeper will try again", what)
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""Find work whose message was lost and send it again: the sweeper's rules.
+
+A message can be lost when the broker was down at commit, a worker was killed, or Redis
+restarted without persistence. The database still knows what was meant to happen, so
+each rule below finds one kind of stranded work and re-drives it. Re-driving is safe to
+repeat: the same sends with the same idempotency keys, and every task claims before it
+acts. Each re-drive is a `Redrive` row on its order; an order past its maximum age is
+given up to `needs_attention` with the reason.
+"""
+
+import datetime
+import logging
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from tasks import dispatch
+
+from . import orders
+from .models import Order, Redrive, Send
+
+logger = logging.getLogger(__name__)
+
+# One sweep touches at most this many rows per rule, so it always ends quickly.
+BATCH = 200
+
+
+def sweep(now=None):
+    """Run every rule once; returns how many items each one re-drove."""
+    now = now or timezone.now()
+    grace = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
+    return {
+        "expired": expire_old_orders(now),
+        "dispatch": redispatch_undispatched_orders(now - grace),
+        "send": requeue_lost_sends(now, now - grace),
+        "settle": resettle_forgotten_orders(now - grace),
+        "finish": finish_forgotten_compensations(now - grace),
+    }
+
+
+def expire_old_orders(now):
+    """Not final past the maximum age: needs_attention, with the state of every send."""
+    too_old = now - datetime.timedelta(seconds=settings.DUALSEND_ORDER_MAX_AGE_SECONDS)
+    count = 0
+    stale = Order.objects.filter(created_at__lt=too_old).exclude(status__in=Order.FINAL_STATUSES)
+    for order in stale[:BATCH]:
+        reason = (
+            f"not final {settings.DUALSEND_ORDER_MAX_AGE_SECONDS:g}s after creation; sends: "
+            + "; ".join(f"{s.operation} {s.status}" for s in order.sends.all())
+        )
+        if Order.claim(
+            order.pk,
+            from_statuses=[order.status],
+            status=Order.Status.NEEDS_ATTENTION,
+            status_reason=reason,
+            settled_at=now,
+        ):
+            record(order.pk, Redrive.Kind.EXPIRED, reason)
+            count += 1
+    return count
+
+
+def redispatch_undispatched_orders(created_before):
+    """Still pending: the chord never reached the broker (it was down at commit)."""
+    pending = Order.objects.filter(status=Order.Status.PENDING, created_at__lt=created_before)
+    count = 0
+    for order_id in pending.values_list("pk", flat=True)[:BATCH]:
+        if dispatch.dispatch_order(order_id):
+            record(order_id, Redrive.Kind.DISPATCH, "chord dispatched again")
+            count += 1
+    return count
+
+
+def requeue_lost_sends(now, due_before):
+    """A send whose next step is long overdue: its message was lost. Enqueue it alone.
+
+    Pending and overdue (never picked up, or its retry message vanished), or in flight
+    with an expired lease (its worker died mid-call). The lost chord callback is
+    covered by `resettle_forgotten_orders`.
+    """
+    overdue = Q(status=Send.Status.PENDING) & (
+        Q(next_attempt_at__lt=due_before)
+        | Q(next_attempt_at__isnull=True, created_at__lt=due_before)
+    )
+    abandoned = Q(status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now)
+    lost = Send.objects.filter(overdue | abandoned).filter(
+        order__status__in=(Order.Status.DISPATCHED, Order.Status.COMPENSATING)
+    )
+    count = 0
+    for send in lost.select_related("order")[:BATCH]:
+        if not dispatch.enqueue_send(send):
+            continue
+        kind = Redrive.Kind.COMPENSATION if send.is_compensation else Redrive.Kind.SEND
+        record(send.order_id, kind, f"{send.operation} was {send.status}: enqueued again")
+        count += 1
+    return count
+
+
+def resettle_forgotten_orders(finished_before):
+    """Both sends final for a while, the order still dispatched: the callback was lost."""
+    # A dispatched order has only its two header sends.
+    unsettled = Order.objects.filter(status=Order.Status.DISPATCHED).exclude(
+        sends__status__in=(Send.Status.PENDING, Send.Status.IN_FLIGHT)
+    )
+    unsettled = unsettled.exclude(sends__finished_at__gte=finished_before)
+    count = 0
+    for order_id in unsettled.values_list("pk", flat=True)[:BATCH]:
+        if dispatch.enqueue_settle(order_id):
+            record(order_id, Redrive.Kind.SETTLE, "both sends final, settle enqueued again")
+            count += 1
+    return count
+
+
+def finish_forgotten_compensations(finished_before):
+    """Compensating with every compensation final: close it here (a database update)."""
+    stuck = Order.objects.filter(status=Order.Status.COMPENSATING).exclude(
+        sends__status__in=(Send.Status.PENDING, Send.Status.IN_FLIGHT)
+    )
+    stuck = stuck.exclude(sends__finished_at__gte=finished_before)
+    count = 0
+    for order_id in stuck.values_list("pk", flat=True)[:BATCH]:
+        result = orders.finish_compensation(order_id)
+        if result and result != orders.SettleResult.ALREADY_SETTLED:
+            record(order_id, Redrive.Kind.FINISH, f"compensations closed: {result}")
+            count += 1
+    return count
+
+
+def record(order_id, kind, detail):
+    Redrive.objects.create(order_id=order_id, kind=kind, detail=detail)
+    Order.objects.filter(pk=order_id).update(redrive_count=F("redrive_count") + 1)
+    logger.warning("order=%s re-driven by the sweeper: %s (%s)", order_id, kind, detail)
