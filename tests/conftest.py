@@ -5,9 +5,12 @@ test database as the test itself; see tests/environment.py for the environment t
 """
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from django.db import connection
 
 from tests import environment
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "test-logs"
@@ -95,44 +99,114 @@ def simulators():
         _stop(process)
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, simulators):
-    """A real `celery worker` subprocess on all three queues, on the test database."""
-    from project.celery import app
+class Worker:
+    """A real `celery worker` subprocess that a test may kill (SIGKILL) and start again."""
 
+    def __init__(self, env, queues="api.inventory,api.payment,default", concurrency=8, name="w"):
+        self.env = env
+        self.queues = queues
+        self.concurrency = concurrency
+        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.process = None
+
+    def start(self):
+        from project.celery import app
+
+        self.process = _start(
+            f"worker-{self.name.split('-')[0]}",
+            [sys.executable, "-m", "celery", "-A", "project", "worker",
+             "-Q", self.queues, "--pool", "threads", "--concurrency", str(self.concurrency),
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "-n", f"{self.name}@%h"],
+            self.env,
+        )
+        destination = [f"{self.name}@{socket.gethostname()}"]
+        _wait_until(
+            lambda: bool(app.control.ping(destination=destination, timeout=0.5)),
+            40,
+            f"celery worker {self.name}",
+        )
+
+    def kill(self):
+        """SIGKILL, as the OOM killer or a lost machine would: nothing is cleaned up."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process.log.close()
+
+    def stop(self):
+        _stop(self.process)
+
+
+@pytest.fixture(scope="session")
+def stack_env(django_db_setup, django_db_blocker):
+    """The environment of the worker and beat: the test database, the direct broker.
+
+    On PostgreSQL the worker reaches the database through a proxy a test can cut.
+    """
     with django_db_blocker.unblock():
         url = database_url()
+    db_proxy = None
+    if not url.startswith("sqlite"):
+        parsed = urllib.parse.urlsplit(url)
+        db_proxy = TcpProxy(parsed.hostname, parsed.port or 5432)
+        credentials = parsed.netloc.rpartition("@")[0]
+        url = parsed._replace(netloc=f"{credentials}@127.0.0.1:{db_proxy.port}").geturl()
+    env = os.environ | {"DATABASE_URL": url, "CELERY_BROKER_URL": environment.BROKER_URL}
+    return env, db_proxy
+
+
+@pytest.fixture(scope="session")
+def celery_worker(stack_env, simulators, django_db_blocker):
+    """One worker on all three queues, and beat running the sweeper every second."""
+    from project.celery import app
+
+    env, _ = stack_env
     app.control.purge()
-    env = os.environ | {"DATABASE_URL": url}
-    process = _start(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "project",
-            "worker",
-            "-Q",
-            "api.inventory,api.payment,default",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "8",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{uuid.uuid4().hex[:6]}@%h",
-        ],
+    worker = Worker(env)
+    worker.start()
+    beat = _start(
+        "beat",
+        [sys.executable, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
+         "--schedule", str(LOG_DIR / "celerybeat-schedule")],
         env,
     )
     try:
-        _wait_until(lambda: bool(app.control.ping(timeout=0.5)), 40, "celery worker")
-        yield process
+        yield worker
     finally:
-        _stop(process)
+        _stop(beat)
+        if worker.process.poll() is None:
+            worker.stop()
+        with django_db_blocker.unblock():
+            _end_other_database_sessions()
+
+
+def _end_other_database_sessions():
+    """A killed worker's PostgreSQL sessions can outlive it by a moment; the test database
+    cannot be dropped while they do."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture
+def db_proxy(stack_env):
+    """The worker's way to PostgreSQL, to cut; the test is skipped on SQLite."""
+    _, proxy = stack_env
+    if proxy is None:
+        pytest.skip("the database cannot go down under SQLite; run on PostgreSQL")
+    yield proxy
+    proxy.ensure_up()
+
+
+@pytest.fixture
+def broker_proxy():
+    """The test process's way to the broker, to cut (the worker's stays up)."""
+    yield environment.BROKER_PROXY
+    environment.BROKER_PROXY.ensure_up()
 
 
 @pytest.fixture
@@ -142,7 +216,18 @@ def sim(simulators):
     return simulators
 
 
+def clear_resilience_state():
+    """Forget breaker windows and partner pauses left by an earlier test."""
+    import redis
+
+    client = redis.Redis.from_url(environment.REDIS_URL)
+    keys = list(client.scan_iter("dualsend:*"))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture
 def live(transactional_db, celery_worker, sim):
     """Everything an integration test needs: committed data, a worker, clean simulators."""
+    clear_resilience_state()
     return sim

@@ -8,6 +8,7 @@ attempts takes a second, not a minute; the worker subprocess gets the same value
 
 import os
 import socket
+import urllib.parse
 
 TEST_REDIS_DB = 9
 
@@ -40,6 +41,26 @@ def _redis_url():
 
 
 REDIS_URL, EMBEDDED_REDIS = _redis_url()
+
+
+DEFAULT_PORTS = {"redis": 6379, "amqp": 5672, "pyamqp": 5672}
+
+
+def _broker_proxy(broker_url):
+    """The test process reaches the broker through a proxy it can cut (broker down)."""
+    from tests.tcp_proxy import TcpProxy
+
+    url = urllib.parse.urlsplit(broker_url)
+    proxy = TcpProxy(url.hostname, url.port or DEFAULT_PORTS[url.scheme])
+    credentials = url.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+    return proxy, url._replace(netloc=netloc).geturl()
+
+
+# The worker and beat use BROKER_URL (Redis, or RabbitMQ with TEST_CELERY_BROKER_URL);
+# the test process, which plays the web side, uses PROXIED_BROKER_URL.
+BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", REDIS_URL)
+BROKER_PROXY, PROXIED_BROKER_URL = _broker_proxy(BROKER_URL)
 INVENTORY_PORT = free_port()
 PAYMENT_PORT = free_port()
 
@@ -49,7 +70,7 @@ MAX_ATTEMPTS = 5
 TEST_ENVIRONMENT = {
     "DJANGO_DEBUG": "1",
     "REDIS_URL": REDIS_URL,
-    "CELERY_BROKER_URL": os.environ.get("TEST_CELERY_BROKER_URL", REDIS_URL),
+    "CELERY_BROKER_URL": PROXIED_BROKER_URL,
     "INVENTORY_API_URL": f"http://127.0.0.1:{INVENTORY_PORT}",
     "PAYMENT_API_URL": f"http://127.0.0.1:{PAYMENT_PORT}",
     "INVENTORY_API_TOKEN": "test-inventory-token",
@@ -58,6 +79,11 @@ TEST_ENVIRONMENT = {
     "DUALSEND_SETTLE_RECHECK_SECONDS": "0.3",
     "DUALSEND_COMPENSATION_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
     "DUALSEND_COMPENSATION_DEADLINE": "60",
+    # The sweeper, under beat, every second; work 3 s overdue counts as lost.
+    "DUALSEND_SWEEP_EVERY_SECONDS": "1",
+    "DUALSEND_SWEEP_GRACE_SECONDS": "3",
+    "DUALSEND_LEASE_MARGIN_SECONDS": "2",
+    "DUALSEND_ORDER_MAX_AGE_SECONDS": "300",
 }
 for _partner in ("INVENTORY_API", "PAYMENT_API"):
     TEST_ENVIRONMENT |= {
@@ -67,6 +93,9 @@ for _partner in ("INVENTORY_API", "PAYMENT_API"):
         f"{_partner}_BACKOFF_BASE": "0.1",
         f"{_partner}_BACKOFF_MAX": "0.8",
         f"{_partner}_DEADLINE": "60",
+        # The flow tests script failure storms on purpose: this breaker never trips.
+        # tests/test_protection.py runs a worker of its own with a breaker that does.
+        f"{_partner}_BREAKER_MIN_CALLS": "100000",
     }
 
 os.environ.update(TEST_ENVIRONMENT)
