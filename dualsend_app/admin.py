@@ -13,6 +13,9 @@ from django.utils.html import format_html, format_html_join
 from . import orders
 from .models import Attempt, Order, Send
 
+# Django discovers this module only: the circuit breakers' pages register on import.
+from .resilience import admin as resilience_admin  # noqa: F401
+
 
 def milliseconds_between(start, end):
     """Whole milliseconds from `start` to `end`, or None while either is missing."""

@@ -108,6 +108,19 @@ def listed_orders(response):
     return {str(order.pk) for order in response.context["cl"].result_list}
 
 
+# --- the index ------------------------------------------------------------------------------
+
+
+def test_index_links_to_orders_sends_and_breaker_transitions(admin_client):
+    """The admin's front page leads to every record dualsend keeps."""
+    response = admin_client.get(reverse("admin:index"))
+
+    content = response.content.decode()
+    assert ORDER_LIST in content
+    assert SEND_LIST in content
+    assert reverse("admin:dualsend_app_breakertransition_changelist") in content
+
+
 # --- the order list ---------------------------------------------------------------------
 
 
