@@ -6,6 +6,7 @@ Nothing here sleeps: a send that must wait says how long, and its task is resche
 
 import datetime
 import logging
+import random
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -150,10 +151,11 @@ def _next_step(send, result, now):
     if result.decision.outcome != Outcome.RETRY:
         return STOP, ""
     policy = retry_policy.policy_for(send)
-    delay = retry_policy.next_delay(policy, send.attempts_in_budget, result.retry_after)
+    attempts_made = _attempts_against_budget(send, result)
+    delay = retry_policy.next_delay(policy, attempts_made, result.retry_after)
     give_up = retry_policy.give_up_reason(
         policy,
-        attempts_made=send.attempts_in_budget,
+        attempts_made=attempts_made,
         started_at=send.started_at or now,
         now=now,
         delay=delay,
@@ -178,9 +180,11 @@ def defer(send_id, admission, now):
     if give_up:
         _fail_unsent(send, f"{admission.reason}; {give_up}", now)
         return STOP
+    # Jitter: sends put off by one pause must not all come back in the same instant.
+    wait = admission.wait_seconds * random.uniform(1.0, 1.5)
     Send.objects.filter(pk=send_id, status=Send.Status.PENDING).update(
         deferrals=F("deferrals") + 1,
-        next_attempt_at=now + datetime.timedelta(seconds=admission.wait_seconds),
+        next_attempt_at=now + datetime.timedelta(seconds=wait),
         error=f"deferred: {admission.reason}",
     )
     logger.info(
@@ -188,10 +192,10 @@ def defer(send_id, admission, now):
         send.order_id,
         send.order.correlation_id,
         send.operation,
-        admission.wait_seconds,
+        wait,
         admission.reason,
     )
-    return NextStep(retry_in=admission.wait_seconds)
+    return NextStep(retry_in=wait)
 
 
 def _fail_unsent(send, reason, now):
@@ -227,6 +231,15 @@ def record_kept_answer(send_id, kept):
     answer = http.WireAnswer.from_json(kept["answer"])
     result = clients.interpret(send, answer)
     return record(send, result, datetime.datetime.fromisoformat(kept["started_at"]))
+
+
+def _attempts_against_budget(send, result):
+    """Attempts that count against max_attempts: a 429 is the partner setting the pace,
+    not failing, so it spends only the deadline (and Retry-After is always honoured)."""
+    rate_limited = send.attempt_rows.filter(
+        number__gt=send.budget_starts_after, status_code=429
+    ).count() + (result.answer.status_code == 429)
+    return send.attempts_in_budget - rate_limited
 
 
 def _attempt_error(answer):

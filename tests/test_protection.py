@@ -1,0 +1,181 @@
+"""Protection of the partners and of us: breaker, rate limits and bulkheads, live.
+
+These tests need workers configured unlike the session's (a breaker that trips, one
+worker per queue), so the module pauses the session worker and starts its own.
+"""
+
+import datetime
+import itertools
+import time
+
+import pytest
+
+from dualsend_app.models import BreakerTransition, Order, Send
+from dualsend_app.simulators.control import SimulatorControl
+from tests import environment
+from tests.conftest import Worker
+from tests.helpers import new_request_id, place_order, wait_final
+
+pytestmark = [pytest.mark.integration]
+
+Op = Send.Operation
+ALL_QUEUES = "api.inventory,api.payment,default"
+TRIPPING_BREAKER = {
+    "PAYMENT_API_BREAKER_MIN_CALLS": "4",
+    "PAYMENT_API_BREAKER_FAILURE_RATE": "0.5",
+    "PAYMENT_API_BREAKER_WINDOW": "20",
+    "PAYMENT_API_BREAKER_OPEN_SECONDS": "2",
+    "PAYMENT_API_BREAKER_HALF_OPEN_PROBES": "1",
+}
+
+
+class OwnWorkers:
+    """Workers of this module's own configuration; the session worker is paused."""
+
+    def __init__(self, env):
+        self.env = env
+        self.running = []
+
+    def __call__(self, queues=ALL_QUEUES, concurrency=8, **overrides):
+        worker = Worker(self.env | overrides, queues=queues, concurrency=concurrency, name="prot")
+        worker.start()
+        self.running.append(worker)
+        return worker
+
+    def stop_all(self):
+        while self.running:
+            self.running.pop().stop()
+
+
+@pytest.fixture(scope="module")
+def own_workers(celery_worker, stack_env):
+    env, _ = stack_env
+    celery_worker.stop()
+    workers = OwnWorkers(env)
+    yield workers
+    workers.stop_all()
+    celery_worker.start()
+
+
+@pytest.fixture
+def workers(own_workers, live):
+    """Start workers with `workers(queues=…, concurrency=…, **env)`; stopped after the test."""
+    yield own_workers
+    own_workers.stop_all()
+
+
+def partner(name):
+    """The control client of one partner's simulator (its knobs are its own)."""
+    return SimulatorControl(environment.TEST_ENVIRONMENT[f"{name.upper()}_API_URL"])
+
+
+def place_many(client, count, **overrides):
+    return [place_order(client, new_request_id(), **overrides) for _ in range(count)]
+
+
+def charge_calls_between(sim, start, end):
+    """Payment calls the simulator received in [start, end] (wall-clock datetimes)."""
+    return [
+        entry
+        for entry in sim.requests_log()
+        if entry["path"] == "/v1/charges"
+        and start.timestamp() <= entry["received_wall"] <= end.timestamp()
+    ]
+
+
+def test_open_breaker_reschedules_instead_of_calling_then_recovers(workers, client, live):
+    """Payment failing: the breaker opens, sends wait without calling, a probe closes it."""
+    workers(**TRIPPING_BREAKER)
+    payment = partner("payment")
+    payment.configure(error_rate=1.0)
+    order_ids = place_many(client, 6)
+    opened = wait_for_transition("payment", to_state="open")
+
+    payment.configure(error_rate=0.0)
+    orders = [wait_final(order_id, timeout=60) for order_id in order_ids]
+
+    closed = wait_for_transition("payment", to_state="closed")
+    half_open = BreakerTransition.objects.get(partner="payment", to_state="half_open")
+    assert opened.at < half_open.at < closed.at
+    # While open, the partner heard nothing from us.
+    quiet = charge_calls_between(
+        live, opened.at + datetime.timedelta(milliseconds=200), half_open.at
+    )
+    assert quiet == []
+    charges = Send.objects.filter(order_id__in=order_ids, operation=Op.PAYMENT_CHARGE)
+    assert sum(charge.deferrals for charge in charges) > 0
+    assert all(order.is_final for order in orders)
+    assert any(order.status == Order.Status.COMPLETED for order in orders)
+
+
+def test_a_429_storm_is_ridden_out_honouring_retry_after(workers, client, live):
+    """Inventory allows 3 calls a second: every order completes, each reserved once."""
+    workers()
+    inventory = partner("inventory")
+    inventory.configure(rate_limit={"limit": 3, "window": 1})
+    order_ids = place_many(client, 15)
+
+    orders = [wait_final(order_id, timeout=60) for order_id in order_ids]
+
+    assert {order.status for order in orders} == {Order.Status.COMPLETED}
+    assert all(live.ledger(order_id)["reserved"] == 1 for order_id in order_ids)
+    answers = [e["status"] for e in live.requests_log() if e["path"] == "/v1/reservations"]
+    assert 429 in answers  # it was a storm
+    reserves = Send.objects.filter(order_id__in=order_ids, operation=Op.INVENTORY_RESERVE)
+    assert sum(send.deferrals for send in reserves) > 0  # the pause was shared, and kept
+    assert_no_call_before_retry_after(live, "/v1/reservations")
+
+
+def assert_no_call_before_retry_after(sim, path):
+    """After a 429, the same send (same key) did not call again before the window reset."""
+    calls = [e for e in sim.requests_log() if e["path"] == path]
+    by_key = {}
+    for call in calls:
+        by_key.setdefault(call["idempotency_key"], []).append(call)
+    for key_calls in by_key.values():
+        for earlier, later in itertools.pairwise(key_calls):
+            if earlier["status"] == 429:
+                # Retry-After was at least one second (the simulator rounds up).
+                assert later["received_monotonic"] - earlier["answered_monotonic"] >= 0.95
+
+
+@pytest.mark.parametrize("latency_ms", [1200, 4000], ids=["slow", "not-answering"])
+def test_a_slow_partner_does_not_slow_the_other(workers, client, live, latency_ms):
+    """Payment slow (or past its timeout): inventory's own workers reserve at full speed."""
+    workers(queues="api.inventory", concurrency=4)
+    workers(queues="api.payment,default", concurrency=4)
+    partner("payment").configure(latency_ms=[latency_ms, latency_ms])
+    order_ids = place_many(client, 12)
+
+    wait_until(
+        lambda: Send.objects.filter(
+            order_id__in=order_ids, operation=Op.INVENTORY_RESERVE, status=Send.Status.SUCCEEDED
+        ).count() == 12,
+        timeout=30,
+    )
+    payments_done = Send.objects.filter(
+        order_id__in=order_ids, operation=Op.PAYMENT_CHARGE, status__in=Send.FINAL_STATUSES
+    ).count()
+
+    # Every reservation was done while most charges were still waiting their turn.
+    assert payments_done <= 4
+    partner("payment").configure(latency_ms=[0, 5])
+    for order_id in order_ids:
+        wait_final(order_id, timeout=60)
+
+
+def wait_for_transition(partner, to_state, timeout=30):
+    def found():
+        return BreakerTransition.objects.filter(partner=partner, to_state=to_state).first()
+
+    wait_until(found, timeout)
+    return found()
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not reached after {timeout}s")
