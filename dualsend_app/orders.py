@@ -29,6 +29,8 @@ class SettleResult(StrEnum):
     COMPLETED = Order.Status.COMPLETED
     FAILED = Order.Status.FAILED
     COMPENSATING = Order.Status.COMPENSATING
+    COMPENSATED = Order.Status.COMPENSATED
+    NEEDS_ATTENTION = Order.Status.NEEDS_ATTENTION
 
 
 def create_order(*, client, idempotency_key, fingerprint, payload, correlation_id):

@@ -91,7 +91,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test_dualsend.sqlite3")}
+    # Two test runs in one checkout must not share a file: DJANGO_TEST_DB_NAME separates them.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str(
+            "DJANGO_TEST_DB_NAME", default=str(BASE_DIR / "var" / "test_dualsend.sqlite3")
+        )
+    }
 else:
     # Keep connections between requests and tasks; check them before reuse so a database
     # restart costs one reconnect, not a failed task.

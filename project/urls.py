@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
 from dualsend_app.api import views
@@ -8,3 +9,6 @@ urlpatterns = [
     path("api/orders", views.orders_collection, name="orders"),
     path("api/orders/<str:order_id>", views.order_detail, name="order-detail"),
 ]
+# With DJANGO_DEBUG on (the demo's gunicorn), serve the admin's CSS; in production a proxy
+# or the platform serves STATIC_ROOT (`manage.py collectstatic`).
+urlpatterns += staticfiles_urlpatterns()

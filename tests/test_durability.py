@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from dualsend_app import orders
 from dualsend_app.models import Order, Redrive, Send
+from tests import environment
 from tests.helpers import (
     new_request_id,
     order_body,
@@ -90,8 +91,11 @@ def test_worker_killed_mid_call_is_redriven_with_the_same_key(live, client, cele
     order = wait_final(order_id, timeout=40)
 
     assert order.status == Order.Status.COMPLETED
-    assert Redrive.Kind.SEND in redrive_kinds(order_id)
-    assert order.redrive_count >= 1
+    if environment.BROKER_URL.startswith("redis"):
+        # Redis gives an unacknowledged message back only after visibility_timeout: the
+        # sweeper re-drives it. RabbitMQ gives it back as soon as the connection drops.
+        assert Redrive.Kind.SEND in redrive_kinds(order_id)
+    assert sends_by_operation(order)[Op.PAYMENT_CHARGE].attempts == 2
     calls = charge_requests(live, rid)
     assert len({call["idempotency_key"] for call in calls}) == 1
     assert live.ledger(order_id)["charged"] == 1
