@@ -264,6 +264,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     "socket_connect_timeout": 2,
 }
+if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ (Redis still holds results and the breaker and limiter state). Without
+    # publisher confirms a publish onto a dead connection "succeeds" and the message is
+    # gone; with them, a broker that did not take the chord raises, and the order stays
+    # pending for the sweeper, with dispatched_at unset.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True, "connect_timeout": 2}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # When the broker is down, publishing gives up fast: POST /api/orders still answers 202 and
 # the order waits as pending for the sweeper, instead of the request hanging.

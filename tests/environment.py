@@ -59,7 +59,7 @@ def _broker_proxy(broker_url):
 
 # The worker and beat use BROKER_URL (Redis, or RabbitMQ with TEST_CELERY_BROKER_URL);
 # the test process, which plays the web side, uses PROXIED_BROKER_URL.
-BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", REDIS_URL)
+BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL") or REDIS_URL
 BROKER_PROXY, PROXIED_BROKER_URL = _broker_proxy(BROKER_URL)
 INVENTORY_PORT = free_port()
 PAYMENT_PORT = free_port()

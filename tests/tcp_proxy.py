@@ -41,6 +41,10 @@ class TcpProxy:
     def cut(self):
         """Refuse new connections and reset the open ones."""
         with contextlib.suppress(OSError):
+            # shutdown first: on Linux a close() alone leaves a thread blocked in accept()
+            # accepting on the old socket.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
             connections, self._connections = self._connections, set()

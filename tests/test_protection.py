@@ -109,10 +109,14 @@ def test_open_breaker_reschedules_instead_of_calling_then_recovers(workers, clie
 
 
 def test_a_429_storm_is_ridden_out_honouring_retry_after(workers, client, live):
-    """Inventory allows 3 calls a second: every order completes, each reserved once."""
-    workers()
+    """Inventory allows 2 calls a second: every order completes, each reserved once.
+
+    Eight threads call at once, so most first calls meet a 429 (our slowdown on
+    X-RateLimit-Remaining is held back to zero here, or it would prevent the storm).
+    """
+    workers(INVENTORY_API_SLOWDOWN_BELOW="0")
     inventory = partner("inventory")
-    inventory.configure(rate_limit={"limit": 3, "window": 1})
+    inventory.configure(rate_limit={"limit": 2, "window": 1})
     order_ids = place_many(client, 15)
 
     orders = [wait_final(order_id, timeout=60) for order_id in order_ids]
