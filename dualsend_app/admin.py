@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from . import orders
-from .models import Attempt, Order, Send
+from .models import Attempt, Order, Redrive, Send
 
 # Django discovers this module only: the circuit breakers' pages register on import.
 from .resilience import admin as resilience_admin  # noqa: F401
@@ -82,6 +82,14 @@ class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     )
 
 
+class RedriveInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Each time the sweeper had to pick the order up again, and why."""
+
+    model = Redrive
+    extra = 0
+    fields = readonly_fields = ("at", "kind", "detail")
+
+
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -91,6 +99,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "dispatched_at",
         "settled_at",
         "end_to_end_ms",
+        "redrive_count",
         "correlation_id",
         "client",
     )
@@ -101,9 +110,10 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_per_page = 50
     actions = ("redrive_compensations",)
-    inlines = (SendInline,)
+    inlines = (SendInline, RedriveInline)
     fieldsets = (
         (None, {"fields": ("id", "status", "status_reason", "client", "correlation_id")}),
+        ("Recovery", {"fields": ("redrive_count",)}),
         ("Timing", {"fields": ("created_at", "dispatched_at", "settled_at", "end_to_end_ms")}),
         ("Request", {"fields": ("idempotency_key", "request_fingerprint", "payload")}),
         ("Attempts", {"fields": ("attempts_table",)}),
@@ -122,6 +132,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "request_fingerprint",
         "payload",
         "attempts_table",
+        "redrive_count",
     )
 
     @admin.display(description="end to end (ms)")

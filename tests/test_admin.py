@@ -10,7 +10,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from dualsend_app.models import Attempt, Order, Send
+from dualsend_app.models import Attempt, Order, Redrive, Send
 from tasks import dispatch
 
 pytestmark = pytest.mark.django_db
@@ -195,6 +195,18 @@ def test_order_page_shows_its_sends_and_every_attempt(admin_client):
     assert "service_unavailable" in content  # the first, retried attempt
     assert "in 0.50 s" in content
     assert change_url(reserve) in content  # the send row links to the send's page
+
+
+def test_order_page_shows_each_redrive_of_the_sweeper(admin_client):
+    """The sweeper's re-drives are on the order's page, with their reason, and counted."""
+    order = make_completed_order()
+    Redrive.objects.create(order=order, kind=Redrive.Kind.SETTLE, detail="settle enqueued again")
+    Order.objects.filter(pk=order.pk).update(redrive_count=1)
+
+    content = admin_client.get(change_url(order)).content.decode()
+
+    assert "settle enqueued again" in content
+    assert "Recovery" in content
 
 
 def test_send_page_lists_its_attempts_with_durations(admin_client):
