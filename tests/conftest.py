@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from django.db import connection
 
 from tests import environment
+from tests.helpers import wait_until
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,15 +45,6 @@ def _stop(process, timeout=10):
             process.kill()
             process.wait()
     process.log.close()
-
-
-def _wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout}s (logs in {LOG_DIR})")
 
 
 def database_url():
@@ -121,7 +112,7 @@ class Worker:
             self.env,
         )
         destination = [f"{self.name}@{socket.gethostname()}"]
-        _wait_until(
+        wait_until(
             lambda: bool(app.control.ping(destination=destination, timeout=0.5)),
             40,
             f"celery worker {self.name}",

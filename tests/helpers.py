@@ -37,6 +37,16 @@ def place_order(client, request_id, **overrides):
     return response.json()["id"]
 
 
+def wait_until(predicate, timeout, what="condition"):
+    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached after {timeout}s")
+
+
 def wait_final(order_id, timeout=30.0):
     """The order once it reached a final status; fails the test after `timeout`."""
     deadline = time.monotonic() + timeout

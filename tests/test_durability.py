@@ -19,20 +19,12 @@ from tests.helpers import (
     place_order,
     sends_by_operation,
     wait_final,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.integration]
 
 Op = Send.Operation
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached after {timeout}s")
 
 
 def charge_in_flight(order_id):
@@ -84,7 +76,7 @@ def test_worker_killed_mid_call_is_redriven_with_the_same_key(live, client, cele
     rid = new_request_id()
     live.script(rid, "charge", [{"delay_ms": 1000}])
     order_id = place_order(client, rid)
-    wait_for(lambda: charge_in_flight(order_id), what="charge in flight")
+    wait_until(lambda: charge_in_flight(order_id), timeout=15, what="charge in flight")
 
     celery_worker.kill()
     celery_worker.start()
@@ -123,7 +115,7 @@ def test_database_down_while_a_call_is_in_flight(live, client, db_proxy):
     rid = new_request_id()
     live.script(rid, "charge", [{"delay_ms": 800}])
     order_id = place_order(client, rid)
-    wait_for(lambda: charge_in_flight(order_id), what="charge in flight")
+    wait_until(lambda: charge_in_flight(order_id), timeout=15, what="charge in flight")
 
     db_proxy.cut()
     time.sleep(1.5)

@@ -6,7 +6,6 @@ worker per queue), so the module pauses the session worker and starts its own.
 
 import datetime
 import itertools
-import time
 
 import pytest
 
@@ -14,7 +13,7 @@ from dualsend_app.models import BreakerTransition, Order, Send
 from dualsend_app.simulators.control import SimulatorControl
 from tests import environment
 from tests.conftest import Worker
-from tests.helpers import new_request_id, place_order, wait_final
+from tests.helpers import new_request_id, place_order, wait_final, wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -174,12 +173,3 @@ def wait_for_transition(partner, to_state, timeout=30):
 
     wait_until(found, timeout)
     return found()
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not reached after {timeout}s")
