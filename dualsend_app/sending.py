@@ -91,8 +91,13 @@ def attempt(send_id):
     return send, result, started_at
 
 
-def record(send, result, started_at):
-    """Write the Attempt row and move the send; return what the task does next."""
+def record(send, result, started_at, attempt_number):
+    """Write the Attempt row and move the send; return what the task does next.
+
+    `attempt_number` is this delivery's claim (the send's `attempts` when it claimed):
+    the send moves only if nobody claimed it since, so a delivery whose lease ran out
+    (its worker stalled, the database was down) cannot overwrite a newer attempt.
+    """
     decision = result.decision
     answer = result.answer
     now = timezone.now()
@@ -100,7 +105,7 @@ def record(send, result, started_at):
     with transaction.atomic():
         Attempt.objects.create(
             send=send,
-            number=send.attempts,
+            number=attempt_number,
             started_at=started_at,
             duration_ms=answer.duration_ms,
             status_code=answer.status_code,
@@ -140,9 +145,15 @@ def record(send, result, started_at):
                 "finished_at": now,
                 "next_attempt_at": None,
             }
-        # Only the delivery holding the claim may record: a duplicate changes nothing.
-        Send.objects.filter(pk=send.pk, status=Send.Status.IN_FLIGHT).update(**changes)
+        still_ours = Send.objects.filter(
+            pk=send.pk, status=Send.Status.IN_FLIGHT, attempts=attempt_number
+        ).update(**changes)
     _log_attempt(send, decision, step, give_up)
+    if not still_ours:
+        logger.warning(
+            "send=%s attempt %s recorded late: a newer claim owns the send", send.pk, attempt_number
+        )
+        return STOP
     return step
 
 
@@ -218,19 +229,22 @@ def _fail_unsent(send, reason, now):
     )
 
 
-def kept_answer(result, started_at):
+def kept_answer(result, started_at, attempt_number):
     """An answer whose bookkeeping failed (database down), as task arguments."""
-    return {"answer": result.answer.to_json(), "started_at": started_at.isoformat()}
+    return {
+        "answer": result.answer.to_json(),
+        "started_at": started_at.isoformat(),
+        "attempt_number": attempt_number,
+    }
 
 
 def record_kept_answer(send_id, kept):
     """Record an answer kept across a retry: the partner is not called again."""
     send = Send.objects.select_related("order").get(pk=send_id)
-    if send.status != Send.Status.IN_FLIGHT:
-        return STOP  # another delivery took the send over after our lease ran out
     answer = http.WireAnswer.from_json(kept["answer"])
     result = clients.interpret(send, answer)
-    return record(send, result, datetime.datetime.fromisoformat(kept["started_at"]))
+    started_at = datetime.datetime.fromisoformat(kept["started_at"])
+    return record(send, result, started_at, kept["attempt_number"])
 
 
 def _attempts_against_budget(send, result):

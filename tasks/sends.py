@@ -55,6 +55,7 @@ def run_send(task, send_id, kept_answer=None):
     if not sending.claim(send_id, now):
         return sending.summary(send_id)
     send, result, started_at = sending.attempt(send_id)
+    attempt_number = send.attempts
     gate.observe(
         send.partner,
         status_code=result.answer.status_code,
@@ -63,12 +64,12 @@ def run_send(task, send_id, kept_answer=None):
         transient_failure=result.decision.outcome == "retry",
     )
     try:
-        step = sending.record(send, result, started_at)
+        step = sending.record(send, result, started_at, attempt_number)
     except DATABASE_ERRORS:
         logger.warning("send=%s answer kept; database unreachable, retrying", send_id)
         raise task.retry(
             args=(send_id,),
-            kwargs={"kept_answer": sending.kept_answer(result, started_at)},
+            kwargs={"kept_answer": sending.kept_answer(result, started_at, attempt_number)},
             countdown=1,
         ) from None
     return _finish(task, send_id, step)

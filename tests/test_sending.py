@@ -1,0 +1,86 @@
+"""One attempt's bookkeeping, directly on the database: claims, leases and fencing."""
+
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from dualsend_app import sending
+from dualsend_app.models import Attempt, Order, Send
+from dualsend_app.partners import clients, http
+from tests.helpers import order_body
+
+Op = Send.Operation
+
+
+@pytest.fixture
+def charge(db):
+    order = Order.objects.create(
+        client="c", request_fingerprint="f", payload=order_body(), correlation_id="r",
+        status=Order.Status.DISPATCHED,
+    )
+    method, path, body = clients.build_request(Op.PAYMENT_CHARGE, order)
+    return Send.objects.create(
+        order=order, operation=Op.PAYMENT_CHARGE, method=method, path=path, request_body=body
+    )
+
+
+def answered(send, status_code, body=None):
+    return clients.interpret(send, http.WireAnswer(status_code=status_code, body=body or {}))
+
+
+def expire_lease(send):
+    Send.objects.filter(pk=send.pk).update(
+        lease_expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+
+
+def test_only_one_of_two_deliveries_claims(charge):
+    """The claim is a conditional update: the second delivery finds it in flight."""
+    now = timezone.now()
+    assert sending.claim(charge.pk, now)
+    assert not sending.claim(charge.pk, now)
+    charge.refresh_from_db()
+    assert (charge.status, charge.attempts) == (Send.Status.IN_FLIGHT, 1)
+
+
+def test_an_expired_lease_can_be_claimed_again(charge):
+    """A worker died mid-call: past its lease, another delivery takes the send over."""
+    sending.claim(charge.pk, timezone.now())
+    expire_lease(charge)
+
+    assert sending.claim(charge.pk, timezone.now())
+    charge.refresh_from_db()
+    assert charge.attempts == 2
+
+
+def test_a_stale_delivery_cannot_overwrite_a_newer_claim(charge):
+    """Attempt 1 answers after attempt 2 took over: logged, but the send is attempt 2's."""
+    sending.claim(charge.pk, timezone.now())
+    expire_lease(charge)
+    sending.claim(charge.pk, timezone.now())
+    send = Send.objects.select_related("order").get(pk=charge.pk)
+
+    step = sending.record(send, answered(send, 503), timezone.now(), attempt_number=1)
+
+    assert not step.should_retry
+    send.refresh_from_db()
+    assert (send.status, send.attempts) == (Send.Status.IN_FLIGHT, 2)
+    assert Attempt.objects.filter(send=send, number=1, status_code=503).exists()
+
+    sending.record(send, answered(send, 201, {"charge_id": "ch_1"}), timezone.now(), 2)
+    send.refresh_from_db()
+    assert (send.status, send.remote_id) == (Send.Status.SUCCEEDED, "ch_1")
+
+
+def test_a_kept_answer_is_recorded_without_calling_again(charge):
+    """The answer carried across a database outage is recorded as the attempt it was."""
+    sending.claim(charge.pk, timezone.now())
+    send = Send.objects.select_related("order").get(pk=charge.pk)
+    kept = sending.kept_answer(answered(send, 201, {"charge_id": "ch_9"}), timezone.now(), 1)
+
+    sending.record_kept_answer(charge.pk, kept)
+
+    send.refresh_from_db()
+    assert (send.status, send.remote_id, send.attempts) == (Send.Status.SUCCEEDED, "ch_9", 1)
+    assert send.attempt_rows.count() == 1
