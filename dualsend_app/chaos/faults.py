@@ -67,7 +67,7 @@ def expected_span(faults):
 
 
 def _interleave(many, few):
-    """`few` spread evenly among `many`: [k, r, k, k] rather than [k, k, k, r]."""
+    """`few` spread evenly among `many`: [k, k, r, k] rather than [k, k, k, r]."""
     if not many or not few:
         return many + few
     merged = list(many)

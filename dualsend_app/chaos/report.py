@@ -33,6 +33,7 @@ def header(setup, verdict):
         RULE,
         f"dualsend chaos run: {verdict.word}",
         RULE,
+        f"command    {setup.command}",
         f"broker     {setup.broker}",
         f"redis      {setup.redis}",
         f"database   {setup.database}",

@@ -49,6 +49,7 @@ class ChaosOptions:
 class RunSetup:
     """What the report's header says about the run."""
 
+    command: str
     broker: str
     redis: str
     database: str

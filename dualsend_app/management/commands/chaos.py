@@ -176,6 +176,7 @@ def _run_options(options):
 def _setup(stack, url, vhost, run, facts):
     redis_role = "results, breaker and rate-limit state" + ("" if vhost else ", and the broker")
     return RunSetup(
+        command=" ".join(["manage.py", *sys.argv[1:]]),
         broker=vhost.url_for_display if vhost else f"redis (its own) {stack.redis_url}",
         redis=f"own redis-server on port {stack.redis_port}, no persistence: {redis_role}",
         database=database.describe(url),
