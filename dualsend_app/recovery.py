@@ -12,7 +12,7 @@ import datetime
 import logging
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from tasks import dispatch
@@ -39,6 +39,13 @@ def sweep(now=None):
     }
 
 
+def not_redriven_since(since, *kinds, order_ref="pk"):
+    """No re-drive of these kinds since `since`: a re-driven message waiting in a busy
+    queue is not lost, and sending it again on every sweep would only lengthen the queue."""
+    recent = Redrive.objects.filter(order_id=OuterRef(order_ref), kind__in=kinds, at__gte=since)
+    return ~Exists(recent)
+
+
 def expire_old_orders(now):
     """Not final past the maximum age: needs_attention, with the state of every send."""
     too_old = now - datetime.timedelta(seconds=settings.DUALSEND_ORDER_MAX_AGE_SECONDS)
@@ -63,7 +70,11 @@ def expire_old_orders(now):
 
 def redispatch_undispatched_orders(created_before):
     """Still pending: the chord never reached the broker (it was down at commit)."""
-    pending = Order.objects.filter(status=Order.Status.PENDING, created_at__lt=created_before)
+    pending = Order.objects.filter(
+        not_redriven_since(created_before, Redrive.Kind.DISPATCH),
+        status=Order.Status.PENDING,
+        created_at__lt=created_before,
+    )
     count = 0
     for order_id in pending.values_list("pk", flat=True)[:BATCH]:
         if dispatch.dispatch_order(order_id):
@@ -85,7 +96,10 @@ def requeue_lost_sends(now, due_before):
     )
     abandoned = Q(status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now)
     lost = Send.objects.filter(overdue | abandoned).filter(
-        order__status__in=(Order.Status.DISPATCHED, Order.Status.COMPENSATING)
+        not_redriven_since(
+            due_before, Redrive.Kind.SEND, Redrive.Kind.COMPENSATION, order_ref="order_id"
+        ),
+        order__status__in=(Order.Status.DISPATCHED, Order.Status.COMPENSATING),
     )
     count = 0
     for send in lost.select_related("order")[:BATCH]:
@@ -103,7 +117,9 @@ def resettle_forgotten_orders(finished_before):
     unsettled = Order.objects.filter(status=Order.Status.DISPATCHED).exclude(
         sends__status__in=(Send.Status.PENDING, Send.Status.IN_FLIGHT)
     )
-    unsettled = unsettled.exclude(sends__finished_at__gte=finished_before)
+    unsettled = unsettled.exclude(sends__finished_at__gte=finished_before).filter(
+        not_redriven_since(finished_before, Redrive.Kind.SETTLE)
+    )
     count = 0
     for order_id in unsettled.values_list("pk", flat=True)[:BATCH]:
         if dispatch.enqueue_settle(order_id):

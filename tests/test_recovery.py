@@ -1,0 +1,73 @@
+"""The sweeper's rules, called directly (no worker; publishing recorded, not sent)."""
+
+import datetime
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from dualsend_app import recovery
+from dualsend_app.models import Order, Redrive, Send
+from tests.test_durability import stranded_order
+
+Op = Send.Operation
+GRACE = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """What the sweeper would have put on the broker."""
+    sent = []
+    monkeypatch.setattr(recovery.dispatch, "enqueue_send", lambda s: sent.append(s.pk) or True)
+    monkeypatch.setattr(recovery.dispatch, "enqueue_settle", lambda oid: sent.append(oid) or True)
+    monkeypatch.setattr(recovery.dispatch, "dispatch_order", lambda oid: sent.append(oid) or True)
+    return sent
+
+
+@pytest.mark.django_db
+def test_lost_work_is_redriven_once_per_grace_period(published):
+    """A re-driven message waiting in a busy queue is not sent again on the next sweep."""
+    order = stranded_order(
+        status=Order.Status.DISPATCHED,
+        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+           Op.PAYMENT_CHARGE: (Send.Status.PENDING, False)},
+    )
+
+    first = recovery.sweep()
+    again = recovery.sweep()
+    after_grace = recovery.sweep(now=timezone.now() + GRACE + datetime.timedelta(seconds=1))
+
+    assert first["send"] == 2
+    assert again["send"] == 0
+    assert after_grace["send"] == 2
+    assert Redrive.objects.filter(order=order, kind=Redrive.Kind.SEND).count() == 4
+    order.refresh_from_db()
+    assert order.redrive_count == 4
+
+
+@pytest.mark.django_db
+def test_work_on_time_is_left_alone(published):
+    """A send created a moment ago, or due in the future, is not lost."""
+    stranded_order(
+        status=Order.Status.DISPATCHED,
+        age_seconds=0,
+        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+           Op.PAYMENT_CHARGE: (Send.Status.IN_FLIGHT, False)},
+    )
+
+    assert not any(recovery.sweep().values())
+    assert published == []
+
+
+@pytest.mark.django_db
+def test_an_order_never_dispatched_is_dispatched_once_per_grace(published):
+    """Broker down at commit: the pending order is dispatched again, once per grace."""
+    order = stranded_order(
+        status=Order.Status.PENDING,
+        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+           Op.PAYMENT_CHARGE: (Send.Status.PENDING, False)},
+    )
+
+    assert recovery.sweep()["dispatch"] == 1
+    assert recovery.sweep()["dispatch"] == 0
+    assert published.count(order.pk) == 1
