@@ -26,8 +26,12 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# ?wait=N looks at the order this often: fresh enough for a caller, cheap for the database.
-WAIT_POLL_SECONDS = 0.2
+# ?wait=N looks at the order (one primary-key read) often at first, when an order is
+# most likely to settle (the slower partner call, a few hundred ms), then less and less:
+# at a fixed 0.2 s a caller saw its order p50 180 ms after it settled (manage.py bench).
+WAIT_FIRST_POLL_SECONDS = 0.02
+WAIT_POLL_GROWTH = 1.25
+WAIT_MAX_POLL_SECONDS = 0.25
 
 
 def request_id_of(request):
@@ -131,11 +135,13 @@ def _wait_until_final(order, seconds, request_id):
         )
     deadline = time.monotonic() + seconds
     status = order.status
+    interval = WAIT_FIRST_POLL_SECONDS
     while status not in Order.FINAL_STATUSES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        time.sleep(min(WAIT_POLL_SECONDS, remaining))
+        time.sleep(min(interval, remaining))
+        interval = min(interval * WAIT_POLL_GROWTH, WAIT_MAX_POLL_SECONDS)
         status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
         if status is None:  # deleted while we waited
             raise errors.not_found()

@@ -15,11 +15,10 @@
 import os
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 
-from dualsend_app.demo.processes import StartupError, free_port, wait_until_ready
-from dualsend_app.demo.stack import QUEUES, READY_TIMEOUT, Faults, Stack
+from dualsend_app.demo.processes import StartupError
+from dualsend_app.demo.stack import Faults, Stack
 from dualsend_app.simulators.control import SimulatorControl
 
 # Far above anything the bench sends: our shared limiter (per partner, all workers)...
@@ -93,38 +92,6 @@ class BenchStack(Stack):
                 control.close()
             if knobs["latency_ms"] != [latency, latency] or knobs["error_rate"]:
                 raise StartupError(f"the {partner} simulator did not take its knobs: {knobs}")
-
-    def start_worker(self):
-        """The demo's worker on every queue, with `worker_concurrency` threads."""
-        command = [
-            *self._celery("worker"),
-            "--pool", "threads",
-            "--concurrency", str(self.worker_concurrency),
-            "-Q", QUEUES,
-            "-n", self.worker_name,
-            "--without-mingle",
-            "--without-gossip",
-        ]  # fmt: skip
-        child = self._start("worker", command)
-        wait_until_ready(
-            child, self._worker_answers_ping, timeout=READY_TIMEOUT["worker"], what="the worker"
-        )
-
-    def start_web(self):
-        """The demo's web server with `web_threads` threads: each client holds one while
-        its GET ?wait=N waits, so there must be at least as many as client threads."""
-        self.ports["web"] = free_port()
-        command = [
-            sys.executable, "-m", "gunicorn", "project.wsgi",
-            "--bind", f"127.0.0.1:{self.ports['web']}",
-            "--worker-class", "gthread",
-            "--threads", str(self.web_threads),
-            "--timeout", "60",
-            "--access-logfile", "-",
-        ]  # fmt: skip
-        child = self._start("web", command)
-        probe = self._http_probe(f"{self.web_url}/admin/login/")
-        wait_until_ready(child, probe, timeout=READY_TIMEOUT["web"], what="the web server")
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -51,6 +51,9 @@ class Stack:
     embedded_redis: object = None
     children: list = field(default_factory=list)
     ports: dict = field(default_factory=dict)
+    worker_concurrency: int = 16
+    # Each client's GET ?wait=N holds a thread: at least as many as client threads.
+    web_threads: int = 16
 
     # --- where things are ------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class Stack:
         command = [
             *self._celery("worker"),
             "--pool", "threads",
-            "--concurrency", "16",
+            "--concurrency", str(self.worker_concurrency),
             "-Q", QUEUES,
             "-n", self.worker_name,
             "--without-mingle",
@@ -137,7 +140,7 @@ class Stack:
             sys.executable, "-m", "gunicorn", "project.wsgi",
             "--bind", f"127.0.0.1:{self.ports['web']}",
             "--worker-class", "gthread",
-            "--threads", "16",
+            "--threads", str(self.web_threads),
             # ?wait=N holds a thread for up to 30 s: the worker must not be timed out first.
             "--timeout", "60",
             "--access-logfile", "-",
