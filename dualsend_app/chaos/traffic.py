@@ -40,21 +40,13 @@ def orders_for(count, run_id, rng):
     return [ChaosOrder(**vars(order)) for order in demo_traffic.order_mix(count, run_id, rng)]
 
 
-class Client:
-    """dualsend's POST /api/orders, one pooled session per thread."""
-
-    def __init__(self, base_url, token):
-        self.url = f"{base_url.rstrip('/')}/api/orders"
-        self.token = token
-        self._local = threading.local()
-        self.cancelled = threading.Event()
+class Client(demo_traffic.ApiClient):
+    """dualsend's POST /api/orders, one pooled session per thread (the demo's client),
+    retrying a POST byte for byte until it is answered."""
 
     @property
-    def _session(self):
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            self._local.session.headers["Authorization"] = f"Bearer {self.token}"
-        return self._local.session
+    def url(self):
+        return f"{self.base_url}/api/orders"
 
     def place(self, order):
         """POST until an order id comes back, a definite refusal, or the tries run out."""

@@ -126,3 +126,17 @@ def stop_children(children, *, timeout):
             child.process.wait()
             killed.append(child.name)
     return killed
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """Ctrl-C and SIGTERM are ignored while the stack stops: a second Ctrl-C must not
+    leave children running."""
+    previous = {
+        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

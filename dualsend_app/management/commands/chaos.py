@@ -26,7 +26,7 @@ from dualsend_app.chaos import broker, database, report
 from dualsend_app.chaos.faults import PARTNERS
 from dualsend_app.chaos.run import ChaosOptions, ChaosRun, RunSetup, new_log_dir, start_stack
 from dualsend_app.chaos.stack import BREAKER_OPEN_SECONDS, ChaosStack
-from dualsend_app.demo.processes import StartupError
+from dualsend_app.demo.processes import StartupError, signals_ignored
 
 EXIT_FAIL = 1
 EXIT_INTERRUPTED = 130
@@ -132,7 +132,7 @@ class Command(BaseCommand):
 
     def _clean_up(self, stack, vhost):
         """Stop every process, delete the vhost; a second Ctrl-C cannot cut this short."""
-        with _signals_ignored():
+        with signals_ignored():
             if stack is not None:
                 killed = stack.stop()
                 suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
@@ -192,15 +192,3 @@ def _setup(stack, url, vhost, run, facts):
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    previous = {
-        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

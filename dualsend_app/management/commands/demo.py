@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
 from dualsend_app.demo import report, traffic
-from dualsend_app.demo.processes import StartupError
+from dualsend_app.demo.processes import StartupError, signals_ignored
 from dualsend_app.demo.stack import QUEUES, Faults, Stack
 
 ADMIN_USERNAME = "admin"
@@ -227,19 +227,7 @@ def wait_for_ctrl_c(console):
 
 def stop_stack(stack, console):
     """Stop every process the demo started; a second Ctrl-C cannot cut this short."""
-    with _signals_ignored(), console.status("stopping every process the demo started"):
+    with signals_ignored(), console.status("stopping every process the demo started"):
         killed = stack.stop()
     suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
     console.print(f"[green]✓[/] stopped every process the demo started{suffix}")
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    previous = {
-        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
