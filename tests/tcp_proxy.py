@@ -52,7 +52,7 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 # Linger 0: close with a reset, as a crashed server's kernel would.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
+            _hang_up(sock)
 
     def _accept(self, listener):
         while True:
@@ -79,7 +79,17 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.close()
+                _hang_up(sock)
             with self._lock:
                 self._connections -= {source, sink}
+
+
+def _hang_up(sock):
+    """shutdown, then close: a close() alone leaves a socket open while another thread is
+    blocked in recv() on it (the other direction's pump), so the server never learns that
+    its client is gone (PostgreSQL would keep a killed worker's transaction, and its locks,
+    open for good)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -71,3 +71,18 @@ def test_an_order_never_dispatched_is_dispatched_once_per_grace(published):
     assert recovery.sweep()["dispatch"] == 1
     assert recovery.sweep()["dispatch"] == 0
     assert published.count(order.pk) == 1
+
+
+@pytest.mark.django_db
+def test_sweeps_do_not_overlap(published):
+    """While one sweep holds the lock (shared by all workers), another returns at once."""
+    from dualsend_app.resilience.redis_client import get_redis, key_prefix
+    from tasks.sweeper import sweep
+
+    held = get_redis().lock(f"{key_prefix()}:sweeper", timeout=10)
+    assert held.acquire(blocking=False)
+    try:
+        assert sweep.run() is None
+    finally:
+        held.release()
+    assert sweep.run() == dict.fromkeys(("expired", "dispatch", "send", "settle", "finish"), 0)
