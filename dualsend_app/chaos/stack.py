@@ -1,6 +1,6 @@
 """The demo's stack, made to be shot at: its own redis-server, and handles for the faults.
 
-`ChaosStack` is the demo's `Stack` with four differences:
+`ChaosStack` is the demo's `Stack` with three differences:
 
 * Redis is a `redis-server` of the run's own on a free port, with no persistence at all
   (`--save "" --appendonly no`), so `restart_redis()` loses every message queued in it.
@@ -9,28 +9,22 @@
 * The children's environment is built from a clean slate: none of the parent's dualsend
   settings leak in (the test suite's, say, whose breaker never trips), only the short
   timings of the run below.
-* Children are started without loading a library between fork and exec: the run starts
-  workers again while its client threads are busy, where the demo starts all of them
-  before any thread exists.
 """
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 from dualsend_app.demo.processes import (
-    Child,
     StartupError,
     free_port,
+    start_child,
     stop_children,
     wait_until_ready,
 )
@@ -76,7 +70,6 @@ PROJECT_VARIABLE_PREFIXES = (
     "PAYMENT_API",
 )
 REDIS_READY_SECONDS = 10
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def redis_server_binary():
@@ -99,23 +92,6 @@ def clean_environment(environ=None):
         for name, value in environ.items()
         if not name.startswith(PROJECT_VARIABLE_PREFIXES)
     }
-
-
-def _resolve_prctl():
-    """prctl, looked up now: the child then calls it without loading anything."""
-    if not sys.platform.startswith("linux"):
-        return None
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """SIGTERM this child when the run dies. Linux ties it to the thread that forked, so
-    every child of the run is started from its main thread."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -250,7 +226,7 @@ class ChaosStack(Stack):
         name = role if self.starts[role] == 1 else f"{role}-{self.starts[role]}"
         # Redis starts before the ports of the others are known, and needs none of it.
         env = clean_environment() if role == "redis" else self.child_environment()
-        child = _spawn(name, command, env=env, cwd=self.base_dir, log_dir=self.log_dir)
+        child = start_child(name, command, env=env, cwd=self.base_dir, log_dir=self.log_dir)
         self.children.append(child)
         return child
 
@@ -272,23 +248,6 @@ class ChaosStack(Stack):
 
 def _role(child_name):
     return child_name.split("-", 1)[0]
-
-
-def _spawn(name, command, *, env, cwd, log_dir):
-    """The demo's `start_child`, with the thread-safe `_die_with_parent` above."""
-    log_path = Path(log_dir) / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter or redis-server
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    return Child(name=name, process=process, log_path=log_path)
 
 
 @contextlib.contextmanager

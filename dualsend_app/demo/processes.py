@@ -32,11 +32,23 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def _resolve_prctl():
+    """prctl, looked up now: the child then calls it without loading a library between
+    fork and exec, which is unsafe once the parent has threads (the chaos run restarts
+    workers while its client threads are busy)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+_PRCTL = _resolve_prctl()
+
+
 def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM this child when the demo dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Ask Linux to SIGTERM this child when its parent dies, even by SIGKILL. Linux ties
+    it to the thread that forked, so children are started from the main thread."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -75,7 +87,7 @@ def start_child(name, command, *, env, cwd, log_dir):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # started before any thread: fork-safe
+            preexec_fn=_die_with_parent,
         )
     return Child(name=name, process=process, log_path=log_path)
 
