@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from dualsend_app.demo.processes import StartupError
-from dualsend_app.demo.stack import Faults, Stack
+from dualsend_app.demo.stack import Faults, Stack, partner_settings
 from dualsend_app.simulators.control import SimulatorControl
 
 # Far above anything the bench sends: our shared limiter (per partner, all workers)...
@@ -96,7 +96,8 @@ class BenchStack(Stack):
     # --- helpers -------------------------------------------------------------------------
 
     def child_environment(self):
-        env = super().child_environment() | {"DATABASE_URL": self.database_url}
-        for partner in ("INVENTORY_API", "PAYMENT_API"):
-            env[f"{partner}_RATE_LIMIT"] = OUR_RATE_LIMIT
-        return env
+        return (
+            super().child_environment()
+            | {"DATABASE_URL": self.database_url}
+            | partner_settings({"RATE_LIMIT": OUR_RATE_LIMIT})
+        )

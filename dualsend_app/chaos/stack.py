@@ -28,7 +28,7 @@ from dualsend_app.demo.processes import (
     stop_children,
     wait_until_ready,
 )
-from dualsend_app.demo.stack import QUEUES, STOP_TIMEOUT, Faults, Stack
+from dualsend_app.demo.stack import QUEUES, STOP_TIMEOUT, Faults, Stack, partner_settings
 
 # The simulators' misbehaviour: about 20 % random errors, 5 % dropped after the effect,
 # latency up to 300 ms, and a few declines on top of the orders meant to be declined.
@@ -196,24 +196,17 @@ class ChaosStack(Stack):
     # --- helpers -------------------------------------------------------------------------
 
     def child_environment(self):
-        env = (
+        return (
             clean_environment()
             | CHAOS_SETTINGS
             | {
-                "PYTHONUNBUFFERED": "1",
                 "DATABASE_URL": self.database_url,
                 "REDIS_URL": self.redis_url,
                 "CELERY_BROKER_URL": self.broker_url,
-                "DUALSEND_API_TOKENS": self.api_token,
-                "INVENTORY_API_URL": self.inventory_url,
-                "INVENTORY_API_TOKEN": self.inventory_token,
-                "PAYMENT_API_URL": self.payment_url,
-                "PAYMENT_API_KEY": self.payment_key,
             }
+            | self.stack_environment()
+            | partner_settings(PARTNER_SETTINGS)
         )
-        for partner in ("INVENTORY_API", "PAYMENT_API"):
-            env |= {f"{partner}_{name}": value for name, value in PARTNER_SETTINGS.items()}
-        return env
 
     def _partner_args(self):
         seed = [] if self.seed is None else ["--seed", str(self.seed)]

@@ -176,19 +176,24 @@ class Stack:
     # --- helpers -------------------------------------------------------------------------
 
     def child_environment(self):
-        env = os.environ.copy() | {
-            "DJANGO_DEBUG": "1",
+        env = (
+            os.environ.copy()
+            | {"DJANGO_DEBUG": "1", "REDIS_URL": self.redis_url}
+            | self.stack_environment()
+        )
+        return env | partner_settings(FAST_RETRIES)
+
+    def stack_environment(self):
+        """What every child must know of this stack: our API token, where the partners
+        are and their credentials (the chaos and bench stacks use it too)."""
+        return {
             "PYTHONUNBUFFERED": "1",
-            "REDIS_URL": self.redis_url,
             "DUALSEND_API_TOKENS": self.api_token,
             "INVENTORY_API_URL": self.inventory_url,
             "INVENTORY_API_TOKEN": self.inventory_token,
             "PAYMENT_API_URL": self.payment_url,
             "PAYMENT_API_KEY": self.payment_key,
         }
-        for partner in ("INVENTORY_API", "PAYMENT_API"):
-            env |= {f"{partner}_{name}": value for name, value in FAST_RETRIES.items()}
-        return env
 
     def _start(self, name, command):
         child = start_child(
@@ -242,3 +247,12 @@ def _check_redis_answers(url):
         raise StartupError(f"REDIS_URL={maybe_sanitize_url(url)} does not answer: {exc}") from exc
     finally:
         client.close()
+
+
+def partner_settings(settings_by_suffix):
+    """The same `<PARTNER>_API_<suffix>` settings for both partners."""
+    return {
+        f"{partner}_{suffix}": value
+        for partner in ("INVENTORY_API", "PAYMENT_API")
+        for suffix, value in settings_by_suffix.items()
+    }
