@@ -60,17 +60,16 @@ def seconds_to_wait(send, now):
     return 0.0
 
 
-def claim(send_id, now):
+def claim(send, now):
     """pending → in_flight (or an in_flight whose worker died), counting the attempt.
 
     True when this delivery won the send; a duplicate delivery gets False and does nothing.
     """
-    send = Send.objects.only("partner").get(pk=send_id)
     claimable = Q(status=Send.Status.PENDING) | Q(
         status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now
     )
     updated = (
-        Send.objects.filter(claimable, pk=send_id)
+        Send.objects.filter(claimable, pk=send.pk)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(
             status=Send.Status.IN_FLIGHT,

@@ -52,7 +52,7 @@ def run_send(task, send_id, kept_answer=None):
     admission = gate.admit(send.partner)
     if not admission.allowed:
         return _finish(task, send_id, sending.defer(send_id, admission, now))
-    if not sending.claim(send_id, now):
+    if not sending.claim(send, now):
         return sending.summary(send_id)
     send, result, started_at = sending.attempt(send_id)
     attempt_number = send.attempts

@@ -38,27 +38,27 @@ def expire_lease(send):
 def test_only_one_of_two_deliveries_claims(charge):
     """The claim is a conditional update: the second delivery finds it in flight."""
     now = timezone.now()
-    assert sending.claim(charge.pk, now)
-    assert not sending.claim(charge.pk, now)
+    assert sending.claim(charge, now)
+    assert not sending.claim(charge, now)
     charge.refresh_from_db()
     assert (charge.status, charge.attempts) == (Send.Status.IN_FLIGHT, 1)
 
 
 def test_an_expired_lease_can_be_claimed_again(charge):
     """A worker died mid-call: past its lease, another delivery takes the send over."""
-    sending.claim(charge.pk, timezone.now())
+    sending.claim(charge, timezone.now())
     expire_lease(charge)
 
-    assert sending.claim(charge.pk, timezone.now())
+    assert sending.claim(charge, timezone.now())
     charge.refresh_from_db()
     assert charge.attempts == 2
 
 
 def test_a_stale_delivery_cannot_overwrite_a_newer_claim(charge):
     """Attempt 1 answers after attempt 2 took over: logged, but the send is attempt 2's."""
-    sending.claim(charge.pk, timezone.now())
+    sending.claim(charge, timezone.now())
     expire_lease(charge)
-    sending.claim(charge.pk, timezone.now())
+    sending.claim(charge, timezone.now())
     send = Send.objects.select_related("order").get(pk=charge.pk)
 
     step = sending.record(send, answered(send, 503), timezone.now(), attempt_number=1)
@@ -75,7 +75,7 @@ def test_a_stale_delivery_cannot_overwrite_a_newer_claim(charge):
 
 def test_a_kept_answer_is_recorded_without_calling_again(charge):
     """The answer carried across a database outage is recorded as the attempt it was."""
-    sending.claim(charge.pk, timezone.now())
+    sending.claim(charge, timezone.now())
     send = Send.objects.select_related("order").get(pk=charge.pk)
     kept = sending.kept_answer(answered(send, 201, {"charge_id": "ch_9"}), timezone.now(), 1)
 
