@@ -37,7 +37,14 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class SendInline(ReadOnlyAdminMixin, admin.TabularInline):
+class SendDurationMixin:
+    @admin.display(description="duration (ms)")
+    def duration_ms(self, send):
+        """First attempt to final outcome, retries and their waits included."""
+        return milliseconds_between(send.first_attempt_at, send.finished_at)
+
+
+class SendInline(SendDurationMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """An order's sends; each row links to its Send page, where its attempts are."""
 
     model = Send
@@ -59,10 +66,6 @@ class SendInline(ReadOnlyAdminMixin, admin.TabularInline):
         "finished_at",
         "duration_ms",
     )
-
-    @admin.display(description="duration (ms)")
-    def duration_ms(self, send):
-        return milliseconds_between(send.first_attempt_at, send.finished_at)
 
 
 class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -207,7 +210,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Send)
-class SendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SendAdmin(SendDurationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "order_link",
@@ -260,8 +263,3 @@ class SendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def order_link(self, send):
         url = reverse("admin:dualsend_app_order_change", args=(send.order_id,))
         return format_html('<a href="{}">{}</a>', url, send.order_id)
-
-    @admin.display(description="duration (ms)")
-    def duration_ms(self, send):
-        """First attempt to final outcome, retries and their waits included."""
-        return milliseconds_between(send.first_attempt_at, send.finished_at)
