@@ -110,23 +110,32 @@ def test_open_breaker_reschedules_instead_of_calling_then_recovers(workers, clie
 def test_a_429_storm_is_ridden_out_honouring_retry_after(workers, client, live):
     """Inventory allows 2 calls a second: every order completes, each reserved once.
 
-    Eight threads call at once, so most first calls meet a 429 (our slowdown on
-    X-RateLimit-Remaining is held back to zero here, or it would prevent the storm).
+    The storm is made certain: the orders wait in the queue until eight inventory
+    threads start at once, and the partner holds each call 400 ms, so the first
+    eight calls all reach it before any answer can tell us to slow down. Then the
+    partner answers at its usual speed. (Our slowdown on X-RateLimit-Remaining is
+    held back to zero here, or it would soften the storm.)
     """
-    workers(INVENTORY_API_SLOWDOWN_BELOW="0")
     inventory = partner("inventory")
-    inventory.configure(rate_limit={"limit": 2, "window": 1})
+    usual_latency = inventory.config()["latency_ms"]
+    inventory.configure(rate_limit={"limit": 2, "window": 1}, latency_ms=[400, 400])
     order_ids = place_many(client, 15)
+    workers(queues="api.inventory", concurrency=8, INVENTORY_API_SLOWDOWN_BELOW="0")
+    workers(queues="api.payment,default", concurrency=4)
+    wait_until(lambda: 429 in reservation_answers(live), timeout=30)
+    inventory.configure(latency_ms=usual_latency)
 
     orders = [wait_final(order_id, timeout=60) for order_id in order_ids]
 
     assert {order.status for order in orders} == {Order.Status.COMPLETED}
     assert all(live.ledger(order_id)["reserved"] == 1 for order_id in order_ids)
-    answers = [e["status"] for e in live.requests_log() if e["path"] == "/v1/reservations"]
-    assert 429 in answers  # it was a storm
     reserves = Send.objects.filter(order_id__in=order_ids, operation=Op.INVENTORY_RESERVE)
     assert sum(send.deferrals for send in reserves) > 0  # the pause was shared, and kept
     assert_no_call_before_retry_after(live, "/v1/reservations")
+
+
+def reservation_answers(sim):
+    return [e["status"] for e in sim.requests_log() if e["path"] == "/v1/reservations"]
 
 
 def assert_no_call_before_retry_after(sim, path):
