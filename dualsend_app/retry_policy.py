@@ -2,10 +2,13 @@
 
 Exponential backoff with full jitter (Celery's own `get_exponential_backoff_interval`,
 the function its autoretry uses), capped; the partner's `Retry-After` wins over the
-computed delay; a send stops at its maximum number of attempts or at its deadline.
+computed delay, spread a little later so that the sends one pause stopped do not all
+come back in the same instant; a send stops at its maximum number of attempts or at its
+deadline.
 """
 
 import datetime
+import random
 from dataclasses import dataclass
 
 from celery.utils.time import get_exponential_backoff_interval
@@ -55,8 +58,18 @@ def next_delay(policy, attempts_made, retry_after):
     """Seconds to wait: never sooner than the partner's Retry-After."""
     delay = backoff_delay(policy, attempts_made)
     if retry_after is not None:
-        delay = max(delay, retry_after)
+        delay = max(delay, spread_later(retry_after))
     return delay
+
+
+def spread_later(seconds):
+    """A wait of `seconds` made up to half as long again, at random.
+
+    Every send that met one 429, or one shared pause, is told the same instant; if
+    they all came back then, they would spend the partner's new quota at once and
+    most would meet the next 429, a herd that burns attempts. Never sooner, only later.
+    """
+    return seconds * random.uniform(1.0, 1.5)
 
 
 def give_up_reason(policy, *, attempts_made, started_at, now, delay, count_attempts=True):

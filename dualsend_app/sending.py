@@ -6,7 +6,6 @@ Nothing here sleeps: a send that must wait says how long, and its task is resche
 
 import datetime
 import logging
-import random
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -190,8 +189,7 @@ def defer(send_id, admission, now):
     if give_up:
         _fail_unsent(send, f"{admission.reason}; {give_up}", now)
         return STOP
-    # Jitter: sends put off by one pause must not all come back in the same instant.
-    wait = admission.wait_seconds * random.uniform(1.0, 1.5)
+    wait = retry_policy.spread_later(admission.wait_seconds)
     Send.objects.filter(pk=send_id, status=Send.Status.PENDING).update(
         deferrals=F("deferrals") + 1,
         next_attempt_at=now + datetime.timedelta(seconds=wait),

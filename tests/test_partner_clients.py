@@ -204,9 +204,11 @@ def test_backoff_doubles_with_full_jitter_and_a_cap(attempts, ceiling):
     assert len(set(delays)) > 1  # jittered, not a fixed schedule
 
 
-def test_retry_after_wins_over_a_shorter_backoff():
-    """Never sooner than Retry-After."""
-    assert retry_policy.next_delay(POLICY, 1, retry_after=45) == 45
+def test_retry_after_wins_over_a_shorter_backoff_spread_a_little_later():
+    """Never sooner than Retry-After; the sends one 429 stopped do not return together."""
+    delays = [retry_policy.next_delay(POLICY, 1, retry_after=45) for _ in range(200)]
+    assert all(45 <= delay <= 67.5 for delay in delays)
+    assert len(set(delays)) > 1
 
 
 def test_gives_up_at_max_attempts_and_at_the_deadline():
