@@ -33,25 +33,28 @@ SUBPROCESS_TIMEOUT = 270
 SHOWN_OUTPUT = 8000
 
 
-def chaos_database_url(tmp_path):
-    """A database of the run's own: beside the session's on PostgreSQL, else a file."""
+@pytest.fixture
+def chaos_database_url(django_db_setup, tmp_path):
+    """A database of the run's own: on PostgreSQL, named after this session's test
+    database (so two test runs with their own databases never share it), else a file."""
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{tmp_path / 'chaos.sqlite3'}"
     password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
     host = database.get("HOST") or "127.0.0.1"
     port = database.get("PORT") or 5432
-    return f"postgres://{database['USER']}{password}@{host}:{port}/dualsend_chaos_test"
+    # After django_db_setup, NAME is the test database's (test_<name>).
+    return f"postgres://{database['USER']}{password}@{host}:{port}/{database['NAME']}_chaos"
 
 
-def run_chaos(tmp_path, *options):
+def run_chaos(database_url, *options):
     """`manage.py chaos` with none of the test session's settings in its environment."""
     env = clean_environment() | {"DJANGO_DEBUG": "1"}
     if os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]  # so the run refuses to reuse it
     command = [
         sys.executable, "manage.py", "chaos", *SHORT_RUN,
-        "--database-url", chaos_database_url(tmp_path), *options,
+        "--database-url", database_url, *options,
     ]  # fmt: skip
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
@@ -65,9 +68,9 @@ def assert_passed(result):
 
 
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT + 30)
-def test_short_chaos_run_passes_with_redis_as_broker(tmp_path):
+def test_short_chaos_run_passes_with_redis_as_broker(chaos_database_url):
     """Kill, Redis restart and outage on the Redis broker: nothing lost, nothing doubled."""
-    assert_passed(run_chaos(tmp_path, "--broker", "redis", "--seed", "11"))
+    assert_passed(run_chaos(chaos_database_url, "--broker", "redis", "--seed", "11"))
 
 
 @pytest.mark.timeout(SUBPROCESS_TIMEOUT + 30)
@@ -76,6 +79,6 @@ def test_short_chaos_run_passes_with_redis_as_broker(tmp_path):
     reason=f"RabbitMQ does not answer on {RABBITMQ_HOST}:{RABBITMQ_PORT} "
     "(`rabbitmq-server -detached` starts it)",
 )
-def test_short_chaos_run_passes_with_rabbitmq_as_broker(tmp_path):
+def test_short_chaos_run_passes_with_rabbitmq_as_broker(chaos_database_url):
     """The same run with RabbitMQ as the broker, Redis keeping results and shared state."""
-    assert_passed(run_chaos(tmp_path, "--broker", "rabbitmq", "--seed", "12"))
+    assert_passed(run_chaos(chaos_database_url, "--broker", "rabbitmq", "--seed", "12"))
