@@ -12,11 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from django.conf import settings
+from django.db import connection
 
 from dualsend_app.chaos.broker import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmq_answers
 from dualsend_app.chaos.stack import clean_environment
-from tests.conftest import ROOT
+from tests.conftest import ROOT, database_url
 
 pytestmark = [pytest.mark.integration]
 
@@ -35,16 +35,12 @@ SHOWN_OUTPUT = 8000
 
 @pytest.fixture
 def chaos_database_url(django_db_setup, tmp_path):
-    """A database of the run's own: on PostgreSQL, named after this session's test
-    database (so two test runs with their own databases never share it), else a file."""
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
+    """A database of the run's own: on PostgreSQL, named after this session's database
+    (test_<name> once the suite has set it up), so two test runs with databases of
+    their own never share it; else a file."""
+    if connection.vendor == "sqlite":
         return f"sqlite:///{tmp_path / 'chaos.sqlite3'}"
-    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
-    host = database.get("HOST") or "127.0.0.1"
-    port = database.get("PORT") or 5432
-    # After django_db_setup, NAME is the test database's (test_<name>).
-    return f"postgres://{database['USER']}{password}@{host}:{port}/{database['NAME']}_chaos"
+    return f"{database_url()}_chaos"
 
 
 def run_chaos(database_url, *options):
