@@ -67,7 +67,8 @@ def spread_later(seconds):
 
     Every send that met one 429, or one shared pause, is told the same instant; if
     they all came back then, they would spend the partner's new quota at once and
-    most would meet the next 429, a herd that burns attempts. Never sooner, only later.
+    most would meet the next 429: wasted calls, and time off their deadlines. Never
+    sooner, only later.
     """
     return seconds * random.uniform(1.0, 1.5)
 

@@ -43,14 +43,14 @@ def chaos_database_url(django_db_setup, tmp_path):
     return f"{database_url()}_chaos"
 
 
-def run_chaos(database_url, *options):
+def run_chaos(chaos_url, *options):
     """`manage.py chaos` with none of the test session's settings in its environment."""
     env = clean_environment() | {"DJANGO_DEBUG": "1"}
     if os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]  # so the run refuses to reuse it
     command = [
         sys.executable, "manage.py", "chaos", *SHORT_RUN,
-        "--database-url", database_url, *options,
+        "--database-url", chaos_url, *options,
     ]  # fmt: skip
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
