@@ -12,7 +12,6 @@ payloads fill them; every order is a normal one, which both partners accept.
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -121,14 +120,8 @@ def all_at_once(client, orders, *, concurrency, deadline, advance=None):
             if advance:
                 advance()
 
-    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="bench-client")
-    try:
+    with traffic.client_pool(client, concurrency, "bench-client") as pool:
         futures = [pool.submit(client_thread) for _ in range(concurrency)]
         for future in futures:
             future.result()
-    except BaseException:
-        client.cancelled.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
     return orders

@@ -5,6 +5,7 @@ POST that failed on the way (connection reset, 5xx, 409 still in flight) is simp
 again: dualsend answers with the same order, never a second one.
 """
 
+import contextlib
 import random
 import threading
 import time
@@ -161,17 +162,25 @@ def place_and_settle(client, orders, *, rate, concurrency, timeout, console):
     go on to stop its processes.
     """
     deadline = time.monotonic() + timeout
-    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="demo-client")
+    with client_pool(client, concurrency, "demo-client") as pool, _progress(console) as progress:
+        _place(pool, progress, client, orders, rate)
+        _settle(pool, progress, client, [order for order in orders if order.order_id], deadline)
+    return orders
+
+
+@contextlib.contextmanager
+def client_pool(client, concurrency, name):
+    """Threads for `client`'s calls. On any exception, Ctrl-C included, the queued calls
+    are cancelled and the running ones told to stop after their current request, so the
+    caller can go on to stop its processes instead of waiting for every order."""
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
     try:
-        with _progress(console) as progress:
-            _place(pool, progress, client, orders, rate)
-            _settle(pool, progress, client, [order for order in orders if order.order_id], deadline)
+        yield pool
     except BaseException:
         client.cancelled.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    return orders
 
 
 def _place(pool, progress, client, orders, rate):
