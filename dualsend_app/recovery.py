@@ -75,10 +75,18 @@ def redispatch_undispatched_orders(created_before):
         status=Order.Status.PENDING,
         created_at__lt=created_before,
     )
+    return redrive_each(
+        pending, dispatch.dispatch_order, Redrive.Kind.DISPATCH, "chord dispatched again"
+    )
+
+
+def redrive_each(orders, enqueue, kind, reason):
+    """`enqueue(order_id)` for up to BATCH of `orders`; a `Redrive` row for each that
+    went out. Returns how many did."""
     count = 0
-    for order_id in pending.values_list("pk", flat=True)[:BATCH]:
-        if dispatch.dispatch_order(order_id):
-            record(order_id, Redrive.Kind.DISPATCH, "chord dispatched again")
+    for order_id in orders.values_list("pk", flat=True)[:BATCH]:
+        if enqueue(order_id):
+            record(order_id, kind, reason)
             count += 1
     return count
 
@@ -120,12 +128,12 @@ def resettle_forgotten_orders(finished_before):
     unsettled = unsettled.exclude(sends__finished_at__gte=finished_before).filter(
         not_redriven_since(finished_before, Redrive.Kind.SETTLE)
     )
-    count = 0
-    for order_id in unsettled.values_list("pk", flat=True)[:BATCH]:
-        if dispatch.enqueue_settle(order_id):
-            record(order_id, Redrive.Kind.SETTLE, "both sends final, settle enqueued again")
-            count += 1
-    return count
+    return redrive_each(
+        unsettled,
+        dispatch.enqueue_settle,
+        Redrive.Kind.SETTLE,
+        "both sends final, settle enqueued again",
+    )
 
 
 def finish_forgotten_compensations(finished_before):
