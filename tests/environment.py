@@ -10,13 +10,9 @@ import os
 import socket
 import urllib.parse
 
+from dualsend_app.demo.processes import free_port
+
 TEST_REDIS_DB = 9
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def redis_answers(host, port):

