@@ -4,6 +4,7 @@ The configuration table in README.md lists the variables. With DJANGO_DEBUG off 
 project refuses to start without its secrets and real partner credentials.
 """
 
+import importlib.util
 from pathlib import Path
 
 import environ
@@ -44,6 +45,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "dualsend_app.apps.DualsendConfig",
 ]
+# The development tooling (demo, chaos, bench, the partner simulators) is an app of its
+# own that the production image does not ship: its commands exist where it is installed.
+if importlib.util.find_spec("devstack") is not None:
+    INSTALLED_APPS.append("devstack.apps.DevstackConfig")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

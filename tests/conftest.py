@@ -61,14 +61,14 @@ def database_url():
 @pytest.fixture(scope="session")
 def simulators():
     """Both partner simulators, fast and fault-free unless a test scripts faults."""
-    from dualsend_app.simulators.control import SimulatorControl
+    from devstack import SimulatorControl
 
     process = _start(
         "simulators",
         [
             sys.executable,
             "-m",
-            "dualsend_app.simulators",
+            "devstack.simulators",
             "--inventory-port",
             str(environment.INVENTORY_PORT),
             "--payment-port",

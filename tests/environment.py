@@ -10,7 +10,7 @@ import os
 import socket
 import urllib.parse
 
-from dualsend_app.demo.processes import free_port
+from devstack import free_port
 
 TEST_REDIS_DB = 9
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dualsend_app.chaos.stack import clean_environment
+from devstack import clean_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 240

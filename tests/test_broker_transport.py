@@ -16,8 +16,7 @@ import pytest
 import redis
 from celery import Celery
 
-from dualsend_app.chaos.stack import redis_server_binary
-from dualsend_app.demo.processes import free_port
+from devstack import free_port, redis_server_binary
 from tests import helpers
 from tests.conftest import LOG_DIR, ROOT
 

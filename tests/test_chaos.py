@@ -14,8 +14,7 @@ import sys
 import pytest
 from django.db import connection
 
-from dualsend_app.chaos.broker import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmq_answers
-from dualsend_app.chaos.stack import clean_environment
+from devstack import RABBITMQ_HOST, RABBITMQ_PORT, clean_environment, rabbitmq_answers
 from tests.conftest import ROOT, database_url
 
 pytestmark = [pytest.mark.integration]

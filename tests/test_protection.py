@@ -10,8 +10,8 @@ import itertools
 import pytest
 from django.utils import timezone
 
+from devstack import SimulatorControl
 from dualsend_app.models import BreakerTransition, Order, Send
-from dualsend_app.simulators.control import SimulatorControl
 from tests import environment
 from tests.conftest import Worker
 from tests.helpers import new_request_id, place_order, wait_final, wait_until

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dualsend_app.demo.processes import free_port
-from dualsend_app.simulators.control import SimulatorControl
+from devstack import SimulatorControl, free_port
 
 pytestmark = pytest.mark.simulators
 
@@ -48,7 +47,7 @@ def start_simulator(log_path: Path, *extra_args: str) -> RunningSimulator:
     command = [
         sys.executable,
         "-m",
-        "dualsend_app.simulators",
+        "devstack.simulators",
         "--inventory-port",
         str(inventory_port),
         "--payment-port",

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dualsend_app.simulators import server
+from devstack.simulators import server
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``manage.py bench``: how long an order takes, and how many settle a second.
 
-The demo's stack (`dualsend_app.demo`) with fixed, fault-free partner latencies, so the
+The demo's stack (`devstack.demo`) with fixed, fault-free partner latencies, so the
 figures can be read against the promise: an order takes the slower of its two calls,
 not their sum, and more workers settle more orders a second.
 

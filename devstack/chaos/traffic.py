@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from dualsend_app.demo import traffic as demo_traffic
-from dualsend_app.demo.traffic import DemoOrder
+from devstack.traffic import client as demo_traffic
+from devstack.traffic.client import DemoOrder
 
 # While Redis restarts, a POST may wait for the broker's publish to give up: be patient.
 POST_TIMEOUT_SECONDS = 30.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from dualsend_app.demo.report import percentile
+from devstack.demo.report import percentile
 from dualsend_app.models import Order, Send
 
 PERCENTILES = (50, 95, 99)

@@ -26,11 +26,11 @@ from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dualsend_app.bench import figures, traffic
-from dualsend_app.bench.stack import OUR_RATE_LIMIT, BenchStack
-from dualsend_app.demo.processes import StartupError
-from dualsend_app.demo.stack import QUEUES
-from dualsend_app.management.commands.demo import start_stack
+from devstack.bench import figures, traffic
+from devstack.bench.stack import OUR_RATE_LIMIT, BenchStack
+from devstack.stack.console import start_stack
+from devstack.stack.processes import StartupError
+from devstack.stack.services import QUEUES
 
 EXIT_INTERRUPTED = 130
 # gunicorn threads beyond the client threads: each client holds one during GET ?wait.

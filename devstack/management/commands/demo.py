@@ -11,7 +11,6 @@ import contextlib
 import functools
 import secrets
 import signal
-import time
 import uuid
 
 from django.conf import settings
@@ -20,9 +19,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
-from dualsend_app.demo import report, traffic
-from dualsend_app.demo.processes import StartupError, signals_ignored
-from dualsend_app.demo.stack import QUEUES, Faults, Stack
+from devstack.demo import report
+from devstack.stack.console import start_stack
+from devstack.stack.processes import StartupError, signals_ignored
+from devstack.stack.services import Faults, Stack
+from devstack.traffic import client as traffic
 
 ADMIN_USERNAME = "admin"
 EXIT_INTERRUPTED = 130
@@ -128,27 +129,6 @@ def prepare_database(console):
         f"[green]✓[/] database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}"
     )
     return password
-
-
-def start_stack(stack, console):
-    with console.status("starting Redis"):
-        origin = stack.start_redis()
-    console.print(f"[green]✓[/] redis      {stack.redis_url_for_display}  [dim]({origin})[/]")
-    steps = (
-        ("partners", stack.start_partners, lambda: f"{stack.inventory_url}  {stack.payment_url}"),
-        ("worker", stack.start_worker, lambda: f"{stack.worker_name}, queues {QUEUES}"),
-        ("beat", stack.start_beat, lambda: "periodic tasks"),
-        ("web", stack.start_web, lambda: stack.web_url),
-    )
-    for name, start, describe in steps:
-        started = time.monotonic()
-        with console.status(f"starting {name}"):
-            start()
-        took = time.monotonic() - started
-        console.print(
-            f"[green]✓[/] {name:<10} {describe()}  "
-            f"[dim](ready in {took:.1f} s, log {stack.log_dir / name}.log)[/]"
-        )
 
 
 def place_orders(stack, options, console):

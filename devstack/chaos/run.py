@@ -13,8 +13,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+from devstack.simulators.control import SimulatorControl
 from dualsend_app.models import Order, Send
-from dualsend_app.simulators.control import SimulatorControl
 
 from . import faults as fault_schedule
 from . import traffic, verdict

@@ -1,0 +1,32 @@
+"""dualsend's development tooling: never imported by the product, absent from its image.
+
+    simulators/  the two partner APIs as real HTTP servers (`manage.py run_partners`)
+    stack/       child processes, and a whole dualsend stack started as real processes
+    traffic/     the API client that places orders and waits for them to settle
+    demo/        `manage.py demo`: the stack end to end, a summary
+    chaos/       `manage.py chaos`: the stack under fire, then a verdict
+    bench/       `manage.py bench`: latency and throughput against the slower call
+    management/  the Django app's commands (this package is an app: `devstack`)
+
+The tests reach the tooling only through the names this module exports.
+"""
+
+from devstack.chaos.broker import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmq_answers
+from devstack.simulators.control import SimulatorControl
+from devstack.stack.processes import (
+    StartupError,
+    clean_environment,
+    free_port,
+    redis_server_binary,
+)
+
+__all__ = [
+    "RABBITMQ_HOST",
+    "RABBITMQ_PORT",
+    "SimulatorControl",
+    "StartupError",
+    "clean_environment",
+    "free_port",
+    "rabbitmq_answers",
+    "redis_server_binary",
+]
