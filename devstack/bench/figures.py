@@ -8,10 +8,12 @@ processes run on this machine, so their clocks agree.
 import datetime
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 from rich.table import Table
 
-from devstack.demo.report import percentile
+from devstack.bench.traffic import BenchOrder
+from devstack.demo.report import milliseconds, ms_cell, percentile
 from dualsend_app.models import Order, Send
 
 PERCENTILES = (50, 95, 99)
@@ -31,11 +33,11 @@ class Timeline:
     answered: datetime.datetime  # ...to here; the rest is the order's own timestamps
     created: datetime.datetime
     settled: datetime.datetime
-    picked_up: dict  # operation → the send's first_attempt_at
-    recorded: dict  # operation → the send's finished_at
+    picked_up: dict[str, datetime.datetime]  # operation → the send's first_attempt_at
+    recorded: dict[str, datetime.datetime]  # operation → the send's finished_at
 
     @classmethod
-    def of(cls, order):
+    def of(cls, order: BenchOrder) -> Self | None:
         body = order.body or {}
         if not body.get("settled_at"):
             return None
@@ -54,51 +56,47 @@ class Timeline:
         )
 
     @property
-    def post_to_created_ms(self):
-        return _ms(self.posted, self.created)
+    def post_to_created_ms(self) -> float:
+        return milliseconds(self.posted, self.created)
 
     @property
-    def post_round_trip_ms(self):
-        return _ms(self.posted, self.post_answered)
+    def post_round_trip_ms(self) -> float:
+        return milliseconds(self.posted, self.post_answered)
 
     @property
-    def settled_to_seen_ms(self):
-        return _ms(self.settled, self.answered)
+    def settled_to_seen_ms(self) -> float:
+        return milliseconds(self.settled, self.answered)
 
     @property
-    def server_ms(self):
-        return _ms(self.created, self.settled)
+    def server_ms(self) -> float:
+        return milliseconds(self.created, self.settled)
 
-    def send_ms(self, operation):
-        return _ms(self.picked_up[operation], self.recorded[operation])
-
-    @property
-    def to_first_pickup_ms(self):
-        return _ms(self.created, min(self.picked_up.values()))
+    def send_ms(self, operation: str) -> float:
+        return milliseconds(self.picked_up[operation], self.recorded[operation])
 
     @property
-    def pickups_apart_ms(self):
-        return _ms(min(self.picked_up.values()), max(self.picked_up.values()))
+    def to_first_pickup_ms(self) -> float:
+        return milliseconds(self.created, min(self.picked_up.values()))
 
     @property
-    def both_sends_ms(self):
-        return _ms(min(self.picked_up.values()), max(self.recorded.values()))
+    def pickups_apart_ms(self) -> float:
+        return milliseconds(min(self.picked_up.values()), max(self.picked_up.values()))
 
     @property
-    def settle_hop_ms(self):
-        return _ms(max(self.recorded.values()), self.settled)
+    def both_sends_ms(self) -> float:
+        return milliseconds(min(self.picked_up.values()), max(self.recorded.values()))
+
+    @property
+    def settle_hop_ms(self) -> float:
+        return milliseconds(max(self.recorded.values()), self.settled)
 
 
-def _moment(text):
+def _moment(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text)
 
 
-def _wall(seconds):
+def _wall(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-
-
-def _ms(start, end):
-    return (end - start).total_seconds() * 1000
 
 
 # --- one phase ---------------------------------------------------------------------------
@@ -107,30 +105,30 @@ def _ms(start, end):
 @dataclass
 class Phase:
     name: str
-    orders: list
-    timelines: list = field(init=False)
+    orders: list[BenchOrder]
+    timelines: list[Timeline] = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.timelines = [t for t in map(Timeline.of, self.orders) if t is not None]
 
     @property
-    def end_to_end(self):
+    def end_to_end(self) -> list[float]:
         return [o.end_to_end_ms for o in self.orders if o.is_final and o.end_to_end_ms is not None]
 
     @property
-    def server(self):
+    def server(self) -> list[float]:
         return [timeline.server_ms for timeline in self.timelines]
 
     @property
-    def statuses(self):
+    def statuses(self) -> Counter[str]:
         return Counter(_final_status(order) for order in self.orders)
 
     @property
-    def all_completed(self):
+    def all_completed(self) -> bool:
         return set(self.statuses) == {Order.Status.COMPLETED}
 
     @property
-    def window_seconds(self):
+    def window_seconds(self) -> float | None:
         """First POST sent to the last order settled (server time); None if none settled."""
         posted = [o.posted_wall for o in self.orders if o.posted_wall is not None]
         if not posted or not self.timelines:
@@ -139,12 +137,12 @@ class Phase:
         return last_settled - min(posted)
 
     @property
-    def orders_per_second(self):
+    def orders_per_second(self) -> float | None:
         window = self.window_seconds
         return len(self.timelines) / window if window else None
 
 
-def _final_status(order):
+def _final_status(order: BenchOrder) -> str:
     if not order.order_id:
         return NOT_PLACED
     return order.status if order.is_final else NOT_FINAL
@@ -159,15 +157,15 @@ class Partners:
     payment_ms: float
 
     @property
-    def slower_ms(self):
+    def slower_ms(self) -> float:
         return max(self.inventory_ms, self.payment_ms)
 
     @property
-    def sum_ms(self):
+    def sum_ms(self) -> float:
         return self.inventory_ms + self.payment_ms
 
 
-def latency_table(phase, partners):
+def latency_table(phase: Phase, partners: Partners) -> Table:
     table = Table(
         title=f"Latency, one order at a time ({len(phase.orders)} orders, ms)",
         title_justify="left",
@@ -183,10 +181,10 @@ def latency_table(phase, partners):
         ("end-to-end (client)", phase.end_to_end),
         ("server-side", phase.server),
     ):
-        cells = [_cell(percentile(values, pct)) for pct in PERCENTILES]
+        cells = [ms_cell(percentile(values, pct)) for pct in PERCENTILES]
         p50 = percentile(values, 50)
         ratio = "-" if p50 is None else f"{p50 / partners.slower_ms:.2f}"
-        table.add_row(label, str(len(values)), *cells, _cell(max(values, default=None)), ratio)
+        table.add_row(label, str(len(values)), *cells, ms_cell(max(values, default=None)), ratio)
     table.add_section()
     for label, value in (
         ("the slower call", partners.slower_ms),
@@ -194,12 +192,12 @@ def latency_table(phase, partners):
     ):
         ratio = f"{value / partners.slower_ms:.2f}"
         table.add_row(
-            label, "", *[_cell(value)] * len(PERCENTILES), _cell(value), ratio, style="dim"
+            label, "", *[ms_cell(value)] * len(PERCENTILES), ms_cell(value), ratio, style="dim"
         )
     return table
 
 
-def breakdown_table(phase, partners, *, title):
+def breakdown_table(phase: Phase, partners: Partners, *, title: str) -> Table:
     """Where an order's time goes, step by step, the client's steps included."""
     table = Table(
         title=f"Where the time goes, {title} (ms)",
@@ -227,12 +225,12 @@ def breakdown_table(phase, partners, *, title):
         ("settled → GET ?wait returned it", [x.settled_to_seen_ms for x in t]),
     )
     for label, values in steps:
-        cells = [_cell(percentile(values, pct)) for pct in PERCENTILES]
-        table.add_row(label, str(len(values)), *cells, _cell(max(values, default=None)))
+        cells = [ms_cell(percentile(values, pct)) for pct in PERCENTILES]
+        table.add_row(label, str(len(values)), *cells, ms_cell(max(values, default=None)))
     return table
 
 
-def throughput_table(phase, *, concurrency, worker_concurrency):
+def throughput_table(phase: Phase, *, concurrency: int, worker_concurrency: int) -> Table:
     table = Table(
         title=f"Throughput, {concurrency} client threads, {worker_concurrency} worker threads",
         title_justify="left",
@@ -252,7 +250,7 @@ def throughput_table(phase, *, concurrency, worker_concurrency):
     ):
         table.add_row(
             f"{label} p50 / p99",
-            f"{_cell(percentile(values, 50))} / {_cell(percentile(values, 99))} ms",
+            f"{ms_cell(percentile(values, 50))} / {ms_cell(percentile(values, 99))} ms",
             "client's clock" if label == "end-to-end" else "created → settled",
         )
     statuses = ", ".join(f"{status} {count}" for status, count in sorted(phase.statuses.items()))
@@ -260,7 +258,7 @@ def throughput_table(phase, *, concurrency, worker_concurrency):
     return table
 
 
-def verdict(phase, partners):
+def verdict(phase: Phase, partners: Partners) -> str:
     """One line: the p50 end-to-end next to the slower call and the sum, which one it is
     nearer, and whether the two calls overlapped (the evidence for why)."""
     p50 = percentile(phase.end_to_end, 50)
@@ -286,7 +284,3 @@ def verdict(phase, partners):
         else "so the calls did not overlap"
     )
     return f"{line} (server-side {server:.0f} ms; sends picked up {apart:.0f} ms apart, {overlap})"
-
-
-def _cell(value):
-    return "-" if value is None else f"{value:.0f}"

@@ -37,23 +37,23 @@ class BenchStack(Stack):
     database_url: str = ""
     faults: Faults = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # run_partners takes one latency for both; start_partners sets each one after.
         self.faults = Faults(
             latency_ms=f"{self.inventory_ms:g}", error_rate=0, decline_rate=0, drop_rate=0
         )
 
     @property
-    def worker_name(self):
+    def worker_name(self) -> str:
         return f"bench-{os.getpid()}@{socket.gethostname()}"
 
     @property
-    def partner_latencies(self):
+    def partner_latencies(self) -> dict[str, float]:
         return {"inventory": self.inventory_ms, "payment": self.payment_ms}
 
     # --- starting ----------------------------------------------------------------------
 
-    def migrate(self):
+    def migrate(self) -> None:
         """Create or update the bench's database, in a child with the children's settings."""
         command = self._manage("migrate", "--no-input", "--verbosity", "0")
         environment = os.environ.copy() | {"DJANGO_DEBUG": "1", "DATABASE_URL": self.database_url}
@@ -73,7 +73,7 @@ class BenchStack(Stack):
         if done.returncode != 0:
             raise StartupError(f"migrate failed:\n{done.stdout}{done.stderr}")
 
-    def start_partners(self):
+    def start_partners(self) -> None:
         """The simulators, then each partner's constant latency and no fault at all."""
         super().start_partners()
         for partner, url in (("inventory", self.inventory_url), ("payment", self.payment_url)):
@@ -95,7 +95,7 @@ class BenchStack(Stack):
 
     # --- helpers -------------------------------------------------------------------------
 
-    def child_environment(self):
+    def child_environment(self) -> dict[str, str]:
         return (
             super().child_environment()
             | {"DATABASE_URL": self.database_url}

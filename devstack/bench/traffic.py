@@ -12,12 +12,13 @@ payloads fill them; every order is a normal one, which both partners accept.
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 
 from devstack.traffic import client as traffic
-from devstack.traffic.client import ApiClient, DemoOrder, Kind
+from devstack.traffic.client import ApiClient, DemoOrder, Kind, Rng
 
 SETTLE_WAIT_SECONDS = 10
 RETRY_SECONDS = 0.2
@@ -34,13 +35,13 @@ class BenchOrder(DemoOrder):
     body: dict | None = None  # that GET's JSON: the order, its timestamps, its sends
 
     @property
-    def end_to_end_ms(self):
+    def end_to_end_ms(self) -> float | None:
         if self.posted_at is None or self.answered_at is None:
             return None
         return (self.answered_at - self.posted_at) * 1000
 
 
-def new_orders(count, run_id, phase, rng=random):
+def new_orders(count: int, run_id: str, phase: str, rng: Rng = random) -> list[BenchOrder]:
     return [
         BenchOrder(
             number=number,
@@ -57,7 +58,7 @@ def new_orders(count, run_id, phase, rng=random):
 class BenchClient(ApiClient):
     """The demo's client, plus one timed round trip per order."""
 
-    def round_trip(self, order, deadline):
+    def round_trip(self, order: BenchOrder, deadline: float) -> BenchOrder:
         """POST the order, then GET ?wait until it is final or `deadline` passed."""
         if self.cancelled.is_set() or time.monotonic() >= deadline:
             return order
@@ -69,7 +70,7 @@ class BenchClient(ApiClient):
             self.wait_until_settled(order, deadline)
         return order
 
-    def wait_until_settled(self, order, deadline):
+    def wait_until_settled(self, order: BenchOrder, deadline: float) -> BenchOrder:
         """GET ?wait until an answer shows the order final. Also when the POST's answer
         did already (the order can settle while the web thread reads it back): only a
         GET's body carries the sends' timestamps."""
@@ -79,13 +80,7 @@ class BenchClient(ApiClient):
                 break
             wait = max(1, min(SETTLE_WAIT_SECONDS, int(remaining)))
             try:
-                response = self._session.get(
-                    self.order_url(order.order_id),
-                    params={"wait": wait},
-                    timeout=wait + traffic.HTTP_TIMEOUT,
-                )
-                response.raise_for_status()
-                body = response.json()
+                body = self.get_order(order.order_id, wait=wait)
             except (requests.RequestException, ValueError) as exc:
                 order.error = f"GET failed: {exc}"
                 time.sleep(RETRY_SECONDS)
@@ -95,7 +90,13 @@ class BenchClient(ApiClient):
         return order
 
 
-def one_at_a_time(client, orders, *, deadline, advance=None):
+def one_at_a_time(
+    client: BenchClient,
+    orders: list[BenchOrder],
+    *,
+    deadline: float,
+    advance: Callable[[], None] | None = None,
+) -> list[BenchOrder]:
     """Each order's round trip, the next one only once the last has settled."""
     for order in orders:
         client.round_trip(order, deadline)
@@ -104,17 +105,24 @@ def one_at_a_time(client, orders, *, deadline, advance=None):
     return orders
 
 
-def all_at_once(client, orders, *, concurrency, deadline, advance=None):
+def all_at_once(
+    client: BenchClient,
+    orders: list[BenchOrder],
+    *,
+    concurrency: int,
+    deadline: float,
+    advance: Callable[[], None] | None = None,
+) -> list[BenchOrder]:
     """`concurrency` client threads, each placing its next order as soon as it has one
     settled: the load stays at `concurrency` orders in flight until the last ones."""
     pending = iter(orders)
     lock = threading.Lock()
 
-    def next_order():
+    def next_order() -> BenchOrder | None:
         with lock:
             return next(pending, None)
 
-    def client_thread():
+    def client_thread() -> None:
         while (order := next_order()) is not None:
             client.round_trip(order, deadline)
             if advance:

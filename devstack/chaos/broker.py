@@ -23,7 +23,9 @@ class BrokerError(Exception):
     """RabbitMQ cannot be used; the message says what to do."""
 
 
-def rabbitmq_answers(host=RABBITMQ_HOST, port=RABBITMQ_PORT, timeout=1.0):
+def rabbitmq_answers(
+    host: str = RABBITMQ_HOST, port: int = RABBITMQ_PORT, timeout: float = 1.0
+) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -34,19 +36,19 @@ def rabbitmq_answers(host=RABBITMQ_HOST, port=RABBITMQ_PORT, timeout=1.0):
 class RabbitVhost:
     """`create()` then `url`; `delete()` is safe to call whether or not it exists."""
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         self.name = name or f"dualsend_chaos_{os.getpid()}"
         self.created = False
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"amqp://{RABBITMQ_CREDENTIALS}@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{self.name}"
 
     @property
-    def url_for_display(self):
+    def url_for_display(self) -> str:
         return f"amqp://guest:***@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{self.name}"
 
-    def create(self):
+    def create(self) -> None:
         if not rabbitmq_answers():
             raise BrokerError(
                 f"RabbitMQ does not answer on {RABBITMQ_HOST}:{RABBITMQ_PORT} "
@@ -56,13 +58,13 @@ class RabbitVhost:
         self.created = True
         self._rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
 
-    def delete(self):
+    def delete(self) -> None:
         if self.created:
             self._rabbitmqctl("delete_vhost", self.name)
             self.created = False
 
     @staticmethod
-    def _rabbitmqctl(*arguments):
+    def _rabbitmqctl(*arguments: str) -> None:
         program = shutil.which("rabbitmqctl")
         if program is None:
             raise BrokerError("rabbitmqctl is not on PATH: the run cannot create its vhost")

@@ -10,7 +10,9 @@ environment; this process, already set up by Django, is switched over in place.
 import contextlib
 import os
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -29,7 +31,7 @@ class DatabaseError(Exception):
     """The run's database cannot be used; the message says why."""
 
 
-def chaos_database_url(explicit=None):
+def chaos_database_url(explicit: str | None = None) -> str:
     """--database-url when given, else `<name>_chaos` beside PostgreSQL, else SQLite."""
     if explicit:
         return explicit
@@ -41,17 +43,17 @@ def chaos_database_url(explicit=None):
     return f"sqlite:///{settings.BASE_DIR / 'var' / 'chaos' / 'dualsend-chaos.sqlite3'}"
 
 
-def is_postgres(url):
+def is_postgres(url: str) -> bool:
     return urlsplit(url).scheme in POSTGRES_SCHEMES
 
 
-def describe(url):
+def describe(url: str) -> str:
     """'postgresql dualsend_chaos' or 'sqlite /path/file', no credentials."""
     config = environ.Env.db_url_config(url)
     return f"{config['ENGINE'].rsplit('.', 1)[-1]} {config['NAME']}"
 
 
-def recreate(url):
+def recreate(url: str) -> None:
     """Drop the run's database and create it empty; refuse the project's own."""
     _refuse_project_database(url)
     if is_postgres(url):
@@ -60,7 +62,7 @@ def recreate(url):
         _remove_sqlite(Path(environ.Env.db_url_config(url)["NAME"]))
 
 
-def use(url):
+def use(url: str) -> None:
     """Point this process's `default` database at `url`, then migrate it.
 
     Django reads DATABASES once; the run decides its database later, so the settings
@@ -75,7 +77,7 @@ def use(url):
     call_command("migrate", interactive=False, verbosity=0)
 
 
-def database_settings(url):
+def database_settings(url: str) -> dict[str, Any]:
     """DATABASES["default"] as project/settings.py makes it from DATABASE_URL=url
     (SQLite's WAL and busy timeout included): the settings module run once more."""
     with _environment(DATABASE_URL=url):
@@ -83,11 +85,11 @@ def database_settings(url):
     return namespace["DATABASES"]["default"]
 
 
-def close():
+def close() -> None:
     connections.close_all()
 
 
-def _refuse_project_database(url):
+def _refuse_project_database(url: str) -> None:
     project_url = os.environ.get("DATABASE_URL") or (
         f"sqlite:///{settings.BASE_DIR / 'var' / 'dualsend.sqlite3'}"
     )
@@ -105,7 +107,7 @@ def _refuse_project_database(url):
         )
 
 
-def _recreate_postgres(config):
+def _recreate_postgres(config: dict[str, Any]) -> None:
     """DROP … WITH (FORCE) ends sessions a killed worker left behind (PostgreSQL 13+)."""
     try:
         with psycopg.connect(
@@ -124,14 +126,14 @@ def _recreate_postgres(config):
         raise DatabaseError(f"cannot recreate {config['NAME']}: {exc}") from exc
 
 
-def _remove_sqlite(path):
+def _remove_sqlite(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in SQLITE_COMPANIONS:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _environment(**values):
+def _environment(**values: str) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

@@ -9,11 +9,15 @@ Each fault runs to completion (a killed worker is back and answering) before the
 gap starts, so faults never pile up and the outage always lasts what it says.
 """
 
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from devstack.simulators.control import SimulatorControl
+
+from .stack import ChaosStack
 
 PARTNERS = ("inventory", "payment")
 # What a fault takes, for planning only: a worker takes a few seconds to come back.
@@ -46,7 +50,15 @@ class FaultRecord:
     detail: str
 
 
-def plan(*, kills, redis_restarts, outage_seconds, outage_partner, gap, rng):
+def plan(
+    *,
+    kills: int,
+    redis_restarts: int,
+    outage_seconds: float,
+    outage_partner: str,
+    gap: float,
+    rng: random.Random,
+) -> list[PlannedFault]:
     """The faults in the order they happen: kills and Redis restarts alternate, the
     outage comes second (after a first kill, while plenty of orders are in flight)."""
     disruptions = _interleave([Action.KILL_WORKER] * kills, [Action.RESTART_REDIS] * redis_restarts)
@@ -59,14 +71,14 @@ def plan(*, kills, redis_restarts, outage_seconds, outage_partner, gap, rng):
     return faults
 
 
-def expected_span(faults):
+def expected_span(faults: list[PlannedFault]) -> float:
     """Roughly how long the schedule takes, from the first order to the last fault."""
     return sum(
         fault.gap + fault.seconds + EXPECTED_SECONDS.get(fault.action, 0.0) for fault in faults
     )
 
 
-def _interleave(many, few):
+def _interleave(many: list[Action], few: list[Action]) -> list[Action]:
     """`few` spread evenly among `many`: [k, k, r, k] rather than [k, k, k, r]."""
     if not many or not few:
         return many + few
@@ -84,24 +96,33 @@ class FaultRunner:
     kill interrupts; `announce(record)` is told of each fault as it happens.
     """
 
-    def __init__(self, stack, faults, *, clock, sends_in_flight, announce):
+    def __init__(
+        self,
+        stack: ChaosStack,
+        faults: list[PlannedFault],
+        *,
+        clock: Callable[[], float],
+        sends_in_flight: Callable[[], int],
+        announce: Callable[[FaultRecord], None],
+    ) -> None:
         self.stack = stack
         self.pending = list(faults)
         self.clock = clock
         self.sends_in_flight = sends_in_flight
         self.announce = announce
-        self.records = []
+        self.records: list[FaultRecord] = []
         self.previous_ended = 0.0
-        self._outage = None  # (fault, started_at) while a partner is down
+        # (fault, started_at) while a partner is down
+        self._outage: tuple[PlannedFault, float] | None = None
 
     @property
-    def done(self):
+    def done(self) -> bool:
         return not self.pending and self._outage is None
 
-    def count(self, action):
+    def count(self, action: str) -> int:
         return sum(record.action == action for record in self.records)
 
-    def tick(self):
+    def tick(self) -> None:
         """Run whatever is due now; returns at once when nothing is."""
         now = self.clock()
         if self._outage is not None:
@@ -112,7 +133,7 @@ class FaultRunner:
         if self.pending and now >= self.previous_ended + self.pending[0].gap:
             self._run(self.pending.pop(0))
 
-    def abandon(self):
+    def abandon(self) -> None:
         """The run is over early: bring a downed partner back, drop the rest."""
         self.pending.clear()
         if self._outage is not None:
@@ -120,7 +141,7 @@ class FaultRunner:
 
     # --- the faults --------------------------------------------------------------------
 
-    def _run(self, fault):
+    def _run(self, fault: PlannedFault) -> None:
         started = self.clock()
         if fault.action == Action.OUTAGE:
             self._begin_outage(fault, started)
@@ -131,7 +152,7 @@ class FaultRunner:
             detail = self._restart_redis()
         self._record(fault.action, started, detail)
 
-    def _kill_worker(self):
+    def _kill_worker(self) -> str:
         in_flight = self.sends_in_flight()
         killed_at = time.monotonic()
         pids = self.stack.kill_worker()
@@ -142,7 +163,7 @@ class FaultRunner:
             f"{in_flight} send(s) in flight; a new worker answered {back_in:.1f} s later"
         )
 
-    def _restart_redis(self):
+    def _restart_redis(self) -> str:
         killed_at = time.monotonic()
         lost = self.stack.restart_redis()
         back_in = time.monotonic() - killed_at
@@ -156,7 +177,7 @@ class FaultRunner:
             "(results, chord counters, breaker and rate-limit state)"
         )
 
-    def _begin_outage(self, fault, started):
+    def _begin_outage(self, fault: PlannedFault, started: float) -> None:
         self._control(fault.partner).configure(error_rate=OUTAGE_ERROR_RATE)
         self._outage = (fault, started)
         self._record(
@@ -166,7 +187,7 @@ class FaultRunner:
             took=fault.seconds,
         )
 
-    def _end_outage(self, fault, started):
+    def _end_outage(self, fault: PlannedFault, started: float) -> None:
         self._control(fault.partner).configure(error_rate=self.stack.faults.error_rate)
         self._outage = None
         self.previous_ended = self.clock()
@@ -174,7 +195,9 @@ class FaultRunner:
             FaultRecord("outage over", self.previous_ended, 0.0, f"{fault.partner} is back")
         )
 
-    def _record(self, action, started, detail, took=None):
+    def _record(
+        self, action: Action, started: float, detail: str, took: float | None = None
+    ) -> None:
         ended = self.clock()
         record = FaultRecord(str(action), started, ended - started if took is None else took,
                              detail)  # fmt: skip
@@ -182,6 +205,6 @@ class FaultRunner:
         self.previous_ended = ended
         self.announce(record)
 
-    def _control(self, partner):
+    def _control(self, partner: str) -> SimulatorControl:
         url = self.stack.inventory_url if partner == "inventory" else self.stack.payment_url
         return SimulatorControl(url)

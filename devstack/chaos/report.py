@@ -6,14 +6,15 @@ from collections import Counter
 from devstack.demo.report import percentile
 from dualsend_app.models import Order, Redrive
 
-from .verdict import SHOWN_PROBLEMS
+from .run import RunSetup
+from .verdict import SHOWN_PROBLEMS, RunFacts, Verdict
 
 STATUS_ORDER = [str(status) for status in Order.Status]
 EFFECT_BUCKETS = ("0", "1", "2+")
 RULE = "-" * 78
 
 
-def render(setup, facts, verdict):
+def render(setup: RunSetup, facts: RunFacts, verdict: Verdict) -> str:
     """The whole report, one string."""
     sections = [
         header(setup, verdict),
@@ -28,7 +29,7 @@ def render(setup, facts, verdict):
     return "\n".join(line for section in sections for line in [*section, ""]).rstrip() + "\n"
 
 
-def header(setup, verdict):
+def header(setup: RunSetup, verdict: Verdict) -> list[str]:
     return [
         RULE,
         f"dualsend chaos run: {verdict.word}",
@@ -46,7 +47,7 @@ def header(setup, verdict):
     ]
 
 
-def fault_lines(facts):
+def fault_lines(facts: RunFacts) -> list[str]:
     lines = ["Faults (t = seconds since the first order)"]
     for record in facts.faults:
         lines.append(f"  t={record.at:6.1f}  {record.action:<14} {record.detail}")
@@ -55,7 +56,7 @@ def fault_lines(facts):
     return lines
 
 
-def status_lines(facts):
+def status_lines(facts: RunFacts) -> list[str]:
     kinds = sorted({record.kind for record in facts.records})
     by_status = Counter((record.status, record.kind) for record in facts.records)
     statuses = sorted({record.status for record in facts.records}, key=STATUS_ORDER.index)
@@ -73,7 +74,7 @@ def status_lines(facts):
     return lines
 
 
-def settle_lines(facts):
+def settle_lines(facts: RunFacts) -> list[str]:
     seconds = [r.settle_seconds for r in facts.records if r.settle_seconds is not None]
     if not seconds:
         return ["Time to settle (created → settled): no order settled"]
@@ -84,7 +85,7 @@ def settle_lines(facts):
     ]
 
 
-def work_lines(facts):
+def work_lines(facts: RunFacts) -> list[str]:
     redriven = ", ".join(
         f"{kind} {facts.redrives[kind]}" for kind in Redrive.Kind.values if facts.redrives[kind]
     )
@@ -99,7 +100,7 @@ def work_lines(facts):
     ]
 
 
-def effect_lines(facts):
+def effect_lines(facts: RunFacts) -> list[str]:
     lines = [
         "Effects per order (the simulators' ledger)",
         f"  {'orders with':<16}" + "".join(f"{bucket:>8}" for bucket in EFFECT_BUCKETS),
@@ -119,7 +120,7 @@ def effect_lines(facts):
     return lines
 
 
-def attention_lines(facts):
+def attention_lines(facts: RunFacts) -> list[str]:
     waiting = [r for r in facts.records if r.status == Order.Status.NEEDS_ATTENTION]
     if not waiting:
         return ["needs_attention: none"]
@@ -133,7 +134,7 @@ def attention_lines(facts):
     return lines
 
 
-def verdict_lines(verdict, facts):
+def verdict_lines(verdict: Verdict, facts: RunFacts) -> list[str]:
     lines = ["Verdict"]
     for check in verdict.checks:
         lines.append(f"  [{'ok' if check.passed else 'FAIL'}] {check.text}")
@@ -145,13 +146,13 @@ def verdict_lines(verdict, facts):
     return lines
 
 
-def _per_partner(counter):
+def _per_partner(counter: Counter[str]) -> str:
     return ", ".join(f"{partner} {counter.get(partner, 0)}" for partner in ("inventory", "payment"))
 
 
-def _bucket(count):
+def _bucket(count: int) -> str:
     return "2+" if count >= 2 else str(count)
 
 
-def _count(facts, status):
+def _count(facts: RunFacts, status: str) -> int:
     return sum(record.status == status for record in facts.records)

@@ -11,9 +11,12 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from devstack.simulators.control import SimulatorControl
+from devstack.stack.services import Faults
 from dualsend_app.models import Order, Send
 
 from . import faults as fault_schedule
@@ -58,11 +61,11 @@ class RunSetup:
     rate: float
     concurrency: int
     seed: int
-    faults: object
-    log_dir: object
+    faults: Faults
+    log_dir: Path
 
 
-def new_log_dir(base_dir):
+def new_log_dir(base_dir: Path) -> Path:
     """var/chaos/run-<time>-<pid>/, keeping the last few runs' logs."""
     root = base_dir / "var" / "chaos"
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +76,7 @@ def new_log_dir(base_dir):
     return log_dir
 
 
-def start_stack(stack, say):
+def start_stack(stack: ChaosStack, say: Callable[[str], None]) -> None:
     """Every process, in the order each needs the previous ones; says how long each took."""
     steps = (
         ("redis", stack.start_redis),
@@ -91,7 +94,9 @@ def start_stack(stack, say):
 class ChaosRun:
     """`execute()` → (facts, verdict); the caller owns the stack's start and stop."""
 
-    def __init__(self, options, stack: ChaosStack, say):
+    def __init__(
+        self, options: ChaosOptions, stack: ChaosStack, say: Callable[[str], None]
+    ) -> None:
         self.options = options
         self.stack = stack
         self.say = say
@@ -107,16 +112,16 @@ class ChaosRun:
         self.rate = options.rate or self._rate_over_the_schedule()
         run_id = f"chaos-{uuid.uuid4().hex[:8]}"
         self.orders = traffic.orders_for(options.orders, run_id, self.rng)
-        self.started = None
-        self.placer = None
-        self.runner = None
-        self._statuses = Counter()
+        self.started: float | None = None
+        self.placer: traffic.Placer | None = None
+        self.runner: fault_schedule.FaultRunner | None = None
+        self._statuses: Counter[str] = Counter()
         self._statuses_at = 0.0
-        self.exits = []  # "worker exited with code 1 (log …)": nobody stopped it
+        self.exits: list[str] = []  # "worker exited with code 1 (log …)": nobody stopped it
 
     # --- the run -------------------------------------------------------------------------
 
-    def execute(self):
+    def execute(self) -> tuple[verdict.RunFacts, verdict.Verdict]:
         client = traffic.Client(self.stack.web_url, self.stack.api_token)
         self.placer = traffic.Placer(
             client, self.orders, rate=self.rate, concurrency=self.options.concurrency
@@ -142,10 +147,10 @@ class ChaosRun:
         self.placer.close()
         return self._judge(settled_within)
 
-    def clock(self):
+    def clock(self) -> float:
         return time.monotonic() - self.started
 
-    def _drive(self):
+    def _drive(self) -> float | None:
         """Until every order is final and every fault done, or the bound; returns the
         seconds it took, or None when the bound was reached first."""
         next_progress = PROGRESS_EVERY_SECONDS
@@ -166,7 +171,7 @@ class ChaosRun:
                 next_progress += PROGRESS_EVERY_SECONDS
             time.sleep(POLL_SECONDS)
 
-    def _someone_died(self):
+    def _someone_died(self) -> bool:
         """A process of the stack exited on its own: nothing would settle; stop now."""
         self.exits = [
             f"{child.name} exited with code {child.exit_code} (log {child.log_path})"
@@ -174,12 +179,12 @@ class ChaosRun:
         ]
         return bool(self.exits)
 
-    def _why_stopping(self):
+    def _why_stopping(self) -> str:
         if self.exits:
             return "; ".join(self.exits)
         return f"the bound of {self.options.timeout:g} s is reached"
 
-    def _judge(self, settled_within):
+    def _judge(self, settled_within: float | None) -> tuple[verdict.RunFacts, verdict.Verdict]:
         ledger = SimulatorControl(self.stack.inventory_url).ledger()
         facts = verdict.collect(
             self.orders,
@@ -199,13 +204,13 @@ class ChaosRun:
 
     # --- watching ----------------------------------------------------------------------
 
-    def _all_final(self):
+    def _all_final(self) -> bool:
         statuses = self._current_statuses()
         placed = sum(statuses.values())
         final = sum(n for status, n in statuses.items() if status in verdict.FINAL)
         return placed == len(self.placer.placed) and final == placed
 
-    def _current_statuses(self):
+    def _current_statuses(self) -> Counter[str]:
         """Status → orders placed so far, read at most once a second."""
         if time.monotonic() - self._statuses_at >= STATUS_EVERY_SECONDS:
             ids = [order.order_id for order in self.placer.placed]
@@ -214,7 +219,7 @@ class ChaosRun:
             self._statuses_at = time.monotonic()
         return self._statuses
 
-    def _progress(self):
+    def _progress(self) -> None:
         statuses = self._current_statuses()
         final = {s: n for s, n in statuses.items() if s in verdict.FINAL}
         detail = ", ".join(f"{status} {n}" for status, n in sorted(final.items()))
@@ -226,15 +231,15 @@ class ChaosRun:
             f"faults {faults_done}/{len(self.plan)}"
         )
 
-    def _announce(self, record):
+    def _announce(self, record: fault_schedule.FaultRecord) -> None:
         self.say(f"t={record.at:6.1f}  FAULT {record.action}: {record.detail}")
 
-    def _rate_over_the_schedule(self):
+    def _rate_over_the_schedule(self) -> float:
         span = fault_schedule.expected_span(self.plan)
         if span <= 0:
             return MAX_AUTO_RATE
         return min(MAX_AUTO_RATE, max(MIN_AUTO_RATE, self.options.orders / span))
 
 
-def _sends_in_flight():
+def _sends_in_flight() -> int:
     return Send.objects.filter(status=Send.Status.IN_FLIGHT).count()

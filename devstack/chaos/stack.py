@@ -15,11 +15,13 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
 
 from devstack.stack.processes import (
+    Child,
     clean_environment,
     free_port,
     redis_server_binary,
@@ -65,32 +67,32 @@ class ChaosStack(Stack):
     amqp_url: str = ""  # set: RabbitMQ is the broker, Redis keeps results and shared state
     seed: int | None = None
     redis_port: int = 0
-    starts: dict = field(default_factory=dict)  # role → how many times it was started
+    starts: dict[str, int] = field(default_factory=dict)  # role → how many times it was started
 
     # --- where things are ------------------------------------------------------------
 
     @property
-    def broker_url(self):
+    def broker_url(self) -> str:
         return self.amqp_url or self.redis_url
 
     @property
-    def broker_is_redis(self):
+    def broker_is_redis(self) -> bool:
         return not self.amqp_url
 
     @property
-    def worker_name(self):
+    def worker_name(self) -> str:
         return f"chaos-{os.getpid()}@{socket.gethostname()}"
 
-    def role_children(self, role):
+    def role_children(self, role: str) -> list[Child]:
         return [child for child in self.children if _role(child.name) == role]
 
-    def exited_on_their_own(self):
+    def exited_on_their_own(self) -> list[Child]:
         """Children that exited without being told to (a killed one is no longer listed)."""
         return [child for child in self.children if child.exit_code is not None]
 
     # --- Redis of its own --------------------------------------------------------------
 
-    def start_redis(self):
+    def start_redis(self) -> str:
         """A redis-server that keeps nothing on disk, on a port of its own."""
         self.redis_port = self.redis_port or free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
@@ -106,7 +108,7 @@ class ChaosStack(Stack):
         wait_until_ready(child, self._redis_answers, timeout=REDIS_READY_SECONDS, what="redis")
         return f"own redis-server, no persistence, port {self.redis_port}"
 
-    def restart_redis(self):
+    def restart_redis(self) -> dict[str, int | None]:
         """SIGKILL Redis and start it again on the same port: everything in it is gone.
 
         Returns what was lost: the messages waiting in the broker's queues or held
@@ -118,7 +120,7 @@ class ChaosStack(Stack):
         self.start_redis()
         return lost
 
-    def redis_contents(self):
+    def redis_contents(self) -> dict[str, int | None]:
         """{"messages": queued + unacknowledged (Redis broker only), "keys": all keys}."""
         client = self._redis_client()
         try:
@@ -134,7 +136,7 @@ class ChaosStack(Stack):
 
     # --- the worker --------------------------------------------------------------------
 
-    def kill_worker(self):
+    def kill_worker(self) -> list[int]:
         """SIGKILL the worker's process group: no warm shutdown, no acknowledgement."""
         workers = self.role_children("worker")
         for child in workers:
@@ -143,7 +145,7 @@ class ChaosStack(Stack):
 
     # --- stopping ----------------------------------------------------------------------
 
-    def stop(self):
+    def stop(self) -> list[str]:
         """The web server first (no new orders), then the rest, Redis last: the worker
         and beat shut down warm while their broker still answers."""
         by_stage = (
@@ -159,7 +161,7 @@ class ChaosStack(Stack):
 
     # --- helpers -------------------------------------------------------------------------
 
-    def child_environment(self):
+    def child_environment(self) -> dict[str, str]:
         return (
             clean_environment()
             | CHAOS_SETTINGS
@@ -172,11 +174,11 @@ class ChaosStack(Stack):
             | partner_settings(PARTNER_SETTINGS)
         )
 
-    def _partner_args(self):
+    def _partner_args(self) -> list[str]:
         seed = [] if self.seed is None else ["--seed", str(self.seed)]
         return [*super()._partner_args(), *seed]
 
-    def _start(self, role, command):
+    def _start(self, role: str, command: list[str]) -> Child:
         """Start a child named after its role and how often it was started (worker,
         worker-2, …), so each start keeps its own log."""
         self.starts[role] = self.starts.get(role, 0) + 1
@@ -187,15 +189,15 @@ class ChaosStack(Stack):
         self.children.append(child)
         return child
 
-    def _kill(self, child):
+    def _kill(self, child: Child) -> None:
         child.signal_group(signal.SIGKILL)
         child.process.wait()
         self.children.remove(child)
 
-    def _redis_client(self):
+    def _redis_client(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, socket_timeout=2, socket_connect_timeout=2)
 
-    def _redis_answers(self):
+    def _redis_answers(self) -> bool:
         client = self._redis_client()
         try:
             return client.ping()
@@ -203,12 +205,12 @@ class ChaosStack(Stack):
             client.close()
 
 
-def _role(child_name):
+def _role(child_name: str) -> str:
     return child_name.split("-", 1)[0]
 
 
 @contextlib.contextmanager
-def stopped_on_exit(stack):
+def stopped_on_exit(stack: ChaosStack) -> Iterator[ChaosStack]:
     """Stop every child of `stack` however the block ends."""
     try:
         yield stack

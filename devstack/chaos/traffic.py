@@ -7,9 +7,10 @@ it again, byte for byte, as a real client would: dualsend must answer with the s
 order, never a second one. Every answer is kept; the verdict refuses any `5xx`.
 """
 
+import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
@@ -28,14 +29,14 @@ ASK_AGAIN = 409  # same key still being created: the answer comes on a later try
 @dataclass
 class ChaosOrder(DemoOrder):
     # Every answer to this order's POSTs, in order: a status code, or the exception's name.
-    answers: list = field(default_factory=list)
+    answers: list[int | str] = field(default_factory=list)
 
     @property
-    def placed(self):
+    def placed(self) -> bool:
         return self.order_id is not None
 
 
-def orders_for(count, run_id, rng):
+def orders_for(count: int, run_id: str, rng: random.Random) -> list[ChaosOrder]:
     """The demo's order mix, as ChaosOrders."""
     return [ChaosOrder(**vars(order)) for order in demo_traffic.order_mix(count, run_id, rng)]
 
@@ -45,10 +46,10 @@ class Client(demo_traffic.ApiClient):
     retrying a POST byte for byte until it is answered."""
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"{self.base_url}/api/orders"
 
-    def place(self, order):
+    def place(self, order: ChaosOrder) -> ChaosOrder:
         """POST until an order id comes back, a definite refusal, or the tries run out."""
         headers = {"Idempotency-Key": order.idempotency_key, "X-Request-ID": order.request_id}
         for _ in range(MAX_POST_TRIES):
@@ -61,7 +62,7 @@ class Client(demo_traffic.ApiClient):
             time.sleep(RETRY_PAUSE_SECONDS)
         return order
 
-    def _post(self, order, headers):
+    def _post(self, order: ChaosOrder, headers: dict[str, str]) -> int | str:
         try:
             response = self._session.post(
                 self.url, json=order.payload, headers=headers, timeout=POST_TIMEOUT_SECONDS
@@ -77,7 +78,7 @@ class Client(demo_traffic.ApiClient):
         return response.status_code
 
 
-def _worth_sending_again(answer):
+def _worth_sending_again(answer: int | str) -> bool:
     """No answer, a 409 in flight, or a 5xx (already a failure of the run, but the order
     may still be created, and its fate is worth reporting). Other 4xx are definite."""
     return isinstance(answer, str) or answer == ASK_AGAIN or answer >= 500
@@ -87,37 +88,39 @@ class Placer:
     """Places the orders at a steady pace from threads of its own, so that the caller's
     thread stays free to run the faults (and to start processes: see stack.py)."""
 
-    def __init__(self, client, orders, *, rate, concurrency):
+    def __init__(
+        self, client: Client, orders: list[ChaosOrder], *, rate: float, concurrency: int
+    ) -> None:
         self.client = client
         self.orders = orders
         self.rate = rate
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="chaos-client")
-        self._futures = []
+        self._futures: list[Future[ChaosOrder]] = []
         self._pacer = threading.Thread(target=self._submit_all, name="chaos-pacer", daemon=True)
 
-    def start(self):
+    def start(self) -> None:
         self._pacer.start()
 
     @property
-    def done(self):
+    def done(self) -> bool:
         return not self._pacer.is_alive() and all(future.done() for future in self._futures)
 
     @property
-    def placed(self):
+    def placed(self) -> list[ChaosOrder]:
         return [order for order in self.orders if order.placed]
 
-    def answered(self):
+    def answered(self) -> int:
         """Orders whose POSTs are over (placed or refused)."""
         return sum(future.done() for future in self._futures)
 
-    def cancel(self):
+    def cancel(self) -> None:
         self.client.cancelled.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def close(self):
+    def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def _submit_all(self):
+    def _submit_all(self) -> None:
         started = time.monotonic()
         for index, order in enumerate(self.orders):
             if self.client.cancelled.is_set():

@@ -20,14 +20,18 @@ against the other:
   when Redis restarts would leave every order waiting).
 """
 
+import datetime
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Sum
 
 from dualsend_app.models import Attempt, BreakerTransition, Order, Redrive, Send
 
-from .faults import Action
+from .faults import Action, FaultRecord
+from .traffic import ChaosOrder
 
 FINAL = frozenset(str(status) for status in Order.FINAL_STATUSES)
 NOTHING_STANDING = (Order.Status.FAILED, Order.Status.COMPENSATED, Order.Status.NEEDS_ATTENTION)
@@ -46,21 +50,21 @@ class OrderRecord:
     kind: str
     status: str
     reason: str
-    created_at: object
-    settled_at: object
+    created_at: datetime.datetime
+    settled_at: datetime.datetime | None
     redrives: int
-    ledger: dict
+    ledger: dict[str, Any]  # the order's entry in GET /_sim/ledger
 
     @property
-    def reservations_standing(self):
+    def reservations_standing(self) -> int:
         return self.ledger.get("reserved", 0) - self.ledger.get("released", 0)
 
     @property
-    def charges_standing(self):
+    def charges_standing(self) -> int:
         return self.ledger.get("charged", 0) - self.ledger.get("refunded", 0)
 
     @property
-    def settle_seconds(self):
+    def settle_seconds(self) -> float | None:
         if self.settled_at is None:
             return None
         return (self.settled_at - self.created_at).total_seconds()
@@ -78,44 +82,52 @@ class Expectations:
 
 @dataclass
 class RunFacts:
-    orders: list  # ChaosOrder: the client's side, answers included
-    records: list  # OrderRecord, for every placed order
-    stray_ledger_orders: list  # order ids the partners acted for that dualsend lacks
-    redrives: Counter
+    orders: list[ChaosOrder]  # the client's side, answers included
+    records: list[OrderRecord]  # for every placed order
+    stray_ledger_orders: list[str]  # order ids the partners acted for that dualsend lacks
+    redrives: Counter[str]
     orders_redriven: int
-    breaker_openings: Counter
-    deferrals: Counter
+    breaker_openings: Counter[str]
+    deferrals: Counter[str]
     http_calls: int
-    faults: list  # FaultRecord
+    faults: list[FaultRecord]
     settled_within: float | None  # seconds from the first order until all were final
     run_seconds: float
-    exits: list  # processes of the stack that exited on their own, and how
+    exits: list[str]  # processes of the stack that exited on their own, and how
 
 
 @dataclass
 class Check:
     passed: bool
     text: str
-    problems: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Verdict:
-    checks: list
+    checks: list[Check]
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return all(check.passed for check in self.checks)
 
     @property
-    def word(self):
+    def word(self) -> str:
         return "PASS" if self.passed else "FAIL"
 
 
 # --- the facts -----------------------------------------------------------------------------
 
 
-def collect(orders, ledger, faults, *, settled_within, run_seconds, exits=()):
+def collect(
+    orders: list[ChaosOrder],
+    ledger: dict[str, Any],
+    faults: list[FaultRecord],
+    *,
+    settled_within: float | None,
+    run_seconds: float,
+    exits: Iterable[str] = (),
+) -> RunFacts:
     """Everything the report and the verdict need; `ledger` is GET /_sim/ledger's."""
     ledger_orders = ledger.get("orders", {})
     ids = [order.order_id for order in orders if order.placed]
@@ -155,7 +167,7 @@ def collect(orders, ledger, faults, *, settled_within, run_seconds, exits=()):
     )
 
 
-def _record(order, row, ledger_orders):
+def _record(order: ChaosOrder, row: Order, ledger_orders: dict[str, dict[str, Any]]) -> OrderRecord:
     return OrderRecord(
         order_id=order.order_id,
         kind=str(order.kind),
@@ -171,7 +183,7 @@ def _record(order, row, ledger_orders):
 # --- the checks ----------------------------------------------------------------------------
 
 
-def judge(facts, expected):
+def judge(facts: RunFacts, expected: Expectations) -> Verdict:
     return Verdict(
         checks=[
             every_post_accepted(facts),
@@ -187,7 +199,7 @@ def judge(facts, expected):
     )
 
 
-def every_post_accepted(facts):
+def every_post_accepted(facts: RunFacts) -> Check:
     refused = [order for order in facts.orders if not order.placed]
     wrong = [
         order for order in facts.orders if any(_unexpected(answer) for answer in order.answers)
@@ -202,12 +214,12 @@ def every_post_accepted(facts):
     )
 
 
-def _unexpected(answer):
+def _unexpected(answer: int | str) -> bool:
     """A status code other than accepted or in flight; a connection error is retried."""
     return isinstance(answer, int) and answer not in ACCEPTED_ANSWERS + TRANSIENT_ANSWERS
 
 
-def every_order_final(facts, expected):
+def every_order_final(facts: RunFacts, expected: Expectations) -> Check:
     unfinished = [record for record in facts.records if record.status not in FINAL]
     within = facts.settled_within
     timing = (
@@ -220,7 +232,7 @@ def every_order_final(facts, expected):
     )
 
 
-def nothing_done_twice(facts):
+def nothing_done_twice(facts: RunFacts) -> Check:
     doubled = [
         record
         for record in facts.records
@@ -233,7 +245,7 @@ def nothing_done_twice(facts):
     )
 
 
-def nothing_done_for_unknown_orders(facts):
+def nothing_done_for_unknown_orders(facts: RunFacts) -> Check:
     return Check(
         not facts.stray_ledger_orders,
         "the partners acted only for orders dualsend accepted",
@@ -241,7 +253,7 @@ def nothing_done_for_unknown_orders(facts):
     )
 
 
-def completed_orders_stand(facts):
+def completed_orders_stand(facts: RunFacts) -> Check:
     wrong = [
         record
         for record in facts.records
@@ -255,7 +267,7 @@ def completed_orders_stand(facts):
     )
 
 
-def undone_orders_leave_nothing(facts):
+def undone_orders_leave_nothing(facts: RunFacts) -> Check:
     wrong = [
         record
         for record in facts.records
@@ -269,7 +281,7 @@ def undone_orders_leave_nothing(facts):
     )
 
 
-def faults_happened(facts, expected):
+def faults_happened(facts: RunFacts, expected: Expectations) -> Check:
     kills = sum(record.action == Action.KILL_WORKER for record in facts.faults)
     restarts = sum(record.action == Action.RESTART_REDIS for record in facts.faults)
     return Check(
@@ -279,7 +291,7 @@ def faults_happened(facts, expected):
     )
 
 
-def no_process_died_on_its_own(facts):
+def no_process_died_on_its_own(facts: RunFacts) -> Check:
     return Check(
         not facts.exits,
         "no process of the stack exited on its own (only the faults' kills)",
@@ -287,7 +299,7 @@ def no_process_died_on_its_own(facts):
     )
 
 
-def outage_opened_the_breaker(facts, expected):
+def outage_opened_the_breaker(facts: RunFacts, expected: Expectations) -> Check:
     partner = expected.outage_partner
     if not partner:
         return Check(True, "no partner outage was asked for")
@@ -299,7 +311,7 @@ def outage_opened_the_breaker(facts, expected):
     )
 
 
-def _effects(record):
+def _effects(record: OrderRecord) -> str:
     ledger = record.ledger
     return (
         f"reserved {ledger.get('reserved', 0)}, released {ledger.get('released', 0)}, "

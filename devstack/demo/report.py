@@ -7,12 +7,15 @@ their sum: both calls run at once.
 
 import datetime
 import math
+import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum
 from rich.table import Table
 
+from devstack.traffic.client import DemoOrder, Kind
 from dualsend_app.models import Attempt, Order, Send
 
 NOT_PLACED = "not placed"
@@ -42,11 +45,11 @@ class RunStats:
     latencies: dict = field(default_factory=dict)  # label → list of milliseconds
 
     @property
-    def retries(self):
+    def retries(self) -> int:
         return self.http_calls - self.sends_called
 
 
-def percentile(values, pct):
+def percentile(values: Sequence[float], pct: float) -> float | None:
     """Nearest-rank percentile; None for no values."""
     if not values:
         return None
@@ -54,14 +57,19 @@ def percentile(values, pct):
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-def milliseconds(start, end):
+def milliseconds(start: datetime.datetime, end: datetime.datetime) -> float:
     return (end - start).total_seconds() * 1000
+
+
+def ms_cell(value: float | None) -> str:
+    """A table cell: whole milliseconds, or "-" when there is no value."""
+    return "-" if value is None else f"{value:.0f}"
 
 
 # --- reading the records ---------------------------------------------------------------------
 
 
-def refresh_statuses(demo_orders):
+def refresh_statuses(demo_orders: list[DemoOrder]) -> list[DemoOrder]:
     """Each order's status as the database has it now (the client saw it a moment ago)."""
     ids = [order.order_id for order in demo_orders if order.order_id]
     statuses = {
@@ -73,7 +81,7 @@ def refresh_statuses(demo_orders):
     return demo_orders
 
 
-def collect(demo_orders):
+def collect(demo_orders: list[DemoOrder]) -> RunStats:
     """Everything the summary shows, for this run's orders only."""
     stats = RunStats()
     ids = [order.order_id for order in demo_orders if order.order_id]
@@ -92,7 +100,7 @@ def collect(demo_orders):
     return stats
 
 
-def _compensation_outcomes(compensations):
+def _compensation_outcomes(compensations: QuerySet[Send]) -> Counter[str]:
     outcomes = Counter()
     for send in compensations:
         if send.status == Send.Status.FAILED:
@@ -106,7 +114,9 @@ def _compensation_outcomes(compensations):
     return outcomes
 
 
-def _latencies(orders, sends, attempts):
+def _latencies(
+    orders: Iterable[Order], sends: QuerySet[Send], attempts: QuerySet[Attempt]
+) -> dict[str, list[float]]:
     """Every call per partner; then, on the plain path, how one order's two calls combine."""
     header_attempts = attempts.filter(send__operation__in=HEADERS)
     per_partner = defaultdict(list)
@@ -128,7 +138,7 @@ def _latencies(orders, sends, attempts):
     }
 
 
-def _completed_without_retry(orders, sends):
+def _completed_without_retry(orders: list[Order], sends: QuerySet[Send]) -> list[Order]:
     """Completed orders whose two sends each took one call, never put off: the plain path."""
     retried = set(
         sends.filter(Q(attempts__gt=1) | Q(deferrals__gt=0), operation__in=HEADERS).values_list(
@@ -142,7 +152,9 @@ def _completed_without_retry(orders, sends):
     ]
 
 
-def _calls_by_order(attempts):
+def _calls_by_order(
+    attempts: QuerySet[Attempt],
+) -> defaultdict[uuid.UUID, list[tuple[datetime.datetime, float]]]:
     """Order id → [(started_at, duration_ms)] of its header calls."""
     calls = defaultdict(list)
     for order_id, started, duration in attempts.values_list(
@@ -152,21 +164,21 @@ def _calls_by_order(attempts):
     return calls
 
 
-def _span(calls):
+def _span(calls: list[tuple[datetime.datetime, float]]) -> float:
     """From the first call's start to the last call's end, in milliseconds."""
     start = min(started for started, _ in calls)
     end = max(started + datetime.timedelta(milliseconds=ms) for started, ms in calls)
     return milliseconds(start, end)
 
 
-def _end_to_end(order):
+def _end_to_end(order: Order) -> float:
     return milliseconds(order.created_at, order.settled_at)
 
 
 # --- the tables ------------------------------------------------------------------------------
 
 
-def status_table(stats, kinds):
+def status_table(stats: RunStats, kinds: list[Kind]) -> Table:
     """Final status by kind of order, with what each status means underneath."""
     statuses = sorted(stats.statuses, key=STATUS_ORDER.index)
     table = Table(
@@ -189,7 +201,7 @@ def status_table(stats, kinds):
     return table
 
 
-def work_table(stats):
+def work_table(stats: RunStats) -> Table:
     table = Table(title="Work done", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -202,7 +214,7 @@ def work_table(stats):
     return table
 
 
-def latency_table(stats):
+def latency_table(stats: RunStats) -> Table:
     table = Table(
         title="Latency (ms)",
         title_justify="left",
@@ -218,10 +230,6 @@ def latency_table(stats):
         if label == PLAIN_PATH_HEADING:
             table.add_row(label)
             continue
-        cells = [_ms(percentile(values, pct)) for pct in (50, 95, 99)]
+        cells = [ms_cell(percentile(values, pct)) for pct in (50, 95, 99)]
         table.add_row(label, str(len(values)), *cells)
     return table
-
-
-def _ms(value):
-    return "-" if value is None else f"{value:.0f}"

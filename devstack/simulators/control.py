@@ -23,7 +23,7 @@ CONTROL_TIMEOUT_S = 5.0
 
 
 class SimulatorControl:
-    def __init__(self, base_url: str, *, timeout: float = CONTROL_TIMEOUT_S):
+    def __init__(self, base_url: str, *, timeout: float = CONTROL_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()

@@ -16,6 +16,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -313,7 +314,9 @@ class RateLimitWindow:
     idle partner starts every burst with a full quota.
     """
 
-    def __init__(self, limit: int, window_s: float, clock=time.monotonic) -> None:
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self.configure(limit, window_s)
 

@@ -1,9 +1,11 @@
-"""Starting a stack in front of a person: one line per service, with how long it took."""
+"""Starting and stopping a stack in front of a person: one line per service, with how long
+it took, and one line when every process is stopped."""
 
 import time
 
 from rich.console import Console
 
+from .processes import signals_ignored
 from .services import QUEUES, Stack
 
 
@@ -27,3 +29,17 @@ def start_stack(stack: Stack, console: Console) -> None:
             f"[green]✓[/] {name:<10} {describe()}  "
             f"[dim](ready in {took:.1f} s, log {stack.log_dir / name}.log)[/]"
         )
+
+
+def stop_stack(stack: Stack, console: Console, *, started_by: str) -> None:
+    """Stop every process `started_by` ("the demo") started; a second Ctrl-C cannot cut
+    this short."""
+    with signals_ignored(), console.status(f"stopping every process {started_by} started"):
+        killed = stack.stop()
+    console.print(f"[green]✓[/] {stopped_line(killed, started_by=started_by)}")
+
+
+def stopped_line(killed: list[str], *, started_by: str) -> str:
+    """'stopped every process the demo started', naming those killed after the grace period."""
+    suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
+    return f"stopped every process {started_by} started{suffix}"

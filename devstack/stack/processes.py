@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 15
@@ -27,14 +29,14 @@ class StartupError(Exception):
     """A child did not become ready; the message names its log file."""
 
 
-def free_port():
+def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _resolve_prctl():
+def _resolve_prctl() -> Callable[..., int] | None:
     """prctl, looked up now: the child then calls it without loading a library between
     fork and exec, which is unsafe once the parent has threads (the chaos run restarts
     workers while its client threads are busy)."""
@@ -46,7 +48,7 @@ def _resolve_prctl():
 _PRCTL = _resolve_prctl()
 
 
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM this child when its parent dies, even by SIGKILL. Linux ties
     it to the thread that forked, so children are started from the main thread."""
     if _PRCTL is not None:
@@ -60,24 +62,31 @@ class Child:
     log_path: Path
 
     @property
-    def exit_code(self):
+    def exit_code(self) -> int | None:
         """None while running."""
         return self.process.poll()
 
-    def log_tail(self, lines=LOG_TAIL_LINES):
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def signal_group(self, signum):
+    def signal_group(self, signum: int) -> None:
         """Signal the child and everything it started (gunicorn's workers, say)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
 
 
-def start_child(name, command, *, env, cwd, log_dir):
+def start_child(
+    name: str,
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+) -> Child:
     """Start `command` in a new session with stdout and stderr going to <log_dir>/<name>.log."""
     log_path = Path(log_dir) / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -94,7 +103,9 @@ def start_child(name, command, *, env, cwd, log_dir):
     return Child(name=name, process=process, log_path=log_path)
 
 
-def wait_until_ready(child, is_ready, *, timeout, what=None):
+def wait_until_ready(
+    child: Child, is_ready: Callable[[], Any], *, timeout: float, what: str | None = None
+) -> None:
     """Poll `is_ready()` until it is true; StartupError if the child exits or time runs out."""
     what = what or child.name
     deadline = time.monotonic() + timeout
@@ -115,14 +126,14 @@ def wait_until_ready(child, is_ready, *, timeout, what=None):
         time.sleep(POLL_SECONDS)
 
 
-def _ready(is_ready):
+def _ready(is_ready: Callable[[], Any]) -> bool:
     try:
         return bool(is_ready())
     except Exception:  # any failure of a readiness probe means "not yet"
         return False
 
 
-def stop_children(children, *, timeout):
+def stop_children(children: Iterable[Child], *, timeout: float) -> list[str]:
     """SIGTERM every child's group at once, wait up to `timeout`, SIGKILL what is left.
 
     Returns the names of the children that had to be killed.
@@ -143,7 +154,7 @@ def stop_children(children, *, timeout):
 
 
 @contextlib.contextmanager
-def signals_ignored():
+def signals_ignored() -> Iterator[None]:
     """Ctrl-C and SIGTERM are ignored while the stack stops: a second Ctrl-C must not
     leave children running."""
     previous = {
@@ -154,6 +165,16 @@ def signals_ignored():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def sigterm_as_ctrl_c() -> None:
+    """From now on SIGTERM raises KeyboardInterrupt, so a command that is sent it stops
+    its stack exactly as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 # Whatever the parent's environment says about these, the children get only ours.

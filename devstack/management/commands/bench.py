@@ -15,22 +15,24 @@ every order (warm-up included) completed.
 """
 
 import os
-import signal
 import time
 import uuid
+from argparse import ArgumentParser
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devstack.bench import figures, traffic
 from devstack.bench.stack import OUR_RATE_LIMIT, BenchStack
-from devstack.stack.console import start_stack
-from devstack.stack.processes import StartupError
+from devstack.stack.console import start_stack, stop_stack
+from devstack.stack.processes import StartupError, sigterm_as_ctrl_c
 from devstack.stack.services import QUEUES
+from devstack.traffic.progress import progress_bar
 
 EXIT_INTERRUPTED = 130
 # gunicorn threads beyond the client threads: each client holds one during GET ?wait.
@@ -44,7 +46,7 @@ class Command(BaseCommand):
         "one order at a time (against the slower call and the sum), then throughput."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--orders", type=int, default=200, help="orders in each phase (200)")
         parser.add_argument(
             "--concurrency", type=int, default=16, help="client threads, throughput phase (16)"
@@ -68,14 +70,14 @@ class Command(BaseCommand):
             help="the children's logs, and the SQLite file when DATABASE_URL is unset (var/bench)",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         _check_options(options)
         deadline = time.monotonic() + options["timeout"]
         console = Console(highlight=False)
         stack = _stack(options)
         stack.log_dir.mkdir(parents=True, exist_ok=True)
         phases = None
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        sigterm_as_ctrl_c()
         try:
             with console.status("migrating the bench's database"):
                 stack.migrate()
@@ -89,7 +91,7 @@ class Command(BaseCommand):
         except StartupError as exc:
             raise CommandError(str(exc)) from exc
         finally:
-            stop_stack(stack, console)
+            stop_stack(stack, console, started_by="the bench")
         not_completed = sum(
             count
             for phase in phases.values()
@@ -103,7 +105,7 @@ class Command(BaseCommand):
             )
 
 
-def _check_options(options):
+def _check_options(options: dict[str, Any]) -> None:
     if options["orders"] < 1 or options["concurrency"] < 1 or options["worker_concurrency"] < 1:
         raise CommandError("--orders, --concurrency and --worker-concurrency must be at least 1")
     if options["warmup"] < 0 or options["timeout"] <= 0:
@@ -114,7 +116,7 @@ def _check_options(options):
         raise CommandError("at least one partner latency must be more than 0")
 
 
-def _stack(options):
+def _stack(options: dict[str, Any]) -> BenchStack:
     log_dir = Path(options["log_dir"]).resolve()
     return BenchStack(
         base_dir=settings.BASE_DIR,
@@ -127,7 +129,7 @@ def _stack(options):
     )
 
 
-def _fresh_sqlite(log_dir):
+def _fresh_sqlite(log_dir: Path) -> str:
     """The bench's own SQLite file, emptied: every run starts from the same state."""
     path = log_dir / "bench.sqlite3"
     for suffix in ("", "-wal", "-shm"):
@@ -135,27 +137,12 @@ def _fresh_sqlite(log_dir):
     return f"sqlite:///{path}"
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def stop_stack(stack, console):
-    """The demo's stop, said of the bench; a second Ctrl-C cannot cut it short."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with console.status("stopping every process the bench started"):
-            killed = stack.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
-    console.print(f"[green]✓[/] stopped every process the bench started{suffix}")
-
-
 # --- the phases -----------------------------------------------------------------------------
 
 
-def run_phases(stack, options, deadline, console):
+def run_phases(
+    stack: BenchStack, options: dict[str, Any], deadline: float, console: Console
+) -> dict[str, figures.Phase]:
     partners = ", ".join(f"{name} {ms:g} ms" for name, ms in stack.partner_latencies.items())
     console.print(
         f"\nPartners: {partners}, constant, no faults; rate limits {OUR_RATE_LIMIT}. "
@@ -168,9 +155,9 @@ def run_phases(stack, options, deadline, console):
     warmup = traffic.new_orders(options["warmup"], run_id, "warmup")
     latency = traffic.new_orders(options["orders"], run_id, "latency")
     throughput = traffic.new_orders(options["orders"], run_id, "throughput")
-    with _progress(console) as progress:
+    with progress_bar(console, transient=True) as progress:
 
-        def advancing(description, total):
+        def advancing(description: str, total: int) -> Callable[[], None]:
             task = progress.add_task(description, total=total)
             return lambda: progress.advance(task)
 
@@ -196,7 +183,7 @@ def run_phases(stack, options, deadline, console):
     }
 
 
-def _machine_load(when):
+def _machine_load(when: str) -> str:
     """The figures depend on what else runs here: say how busy the machine was."""
     one, five, _ = os.getloadavg()
     return (
@@ -205,18 +192,12 @@ def _machine_load(when):
     )
 
 
-def _progress(console):
-    return Progress(
-        TextColumn("[bold]{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def show(phases, stack, options, console):
+def show(
+    phases: dict[str, figures.Phase],
+    stack: BenchStack,
+    options: dict[str, Any],
+    console: Console,
+) -> None:
     partners = figures.Partners(stack.inventory_ms, stack.payment_ms)
     latency, throughput = phases["latency"], phases["throughput"]
     console.print(figures.latency_table(latency, partners))

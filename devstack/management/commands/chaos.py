@@ -4,7 +4,7 @@ It recreates a database of its own, starts its own Redis (no persistence), the p
 simulators (random errors, dropped connections, latency), a Celery worker, beat and the
 web server as real processes, and places orders through the HTTP API while it SIGKILLs
 the worker, restarts Redis and takes one partner down. Then it waits for every order to
-settle, prints a report (see dualsend_app/chaos/) and exits 0 on PASS, 1 on FAIL. It
+settle, prints a report (see devstack/chaos/) and exits 0 on PASS, 1 on FAIL. It
 stops every process it started and deletes its RabbitMQ vhost, also on Ctrl-C or an
 error; the project's own Redis and database are never touched. Everything is bounded.
 
@@ -15,9 +15,10 @@ error; the project's own Redis and database are never touched. Everything is bou
 import contextlib
 import os
 import random
-import signal
 import sys
 import time
+from argparse import ArgumentParser
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -26,7 +27,9 @@ from devstack.chaos import broker, database, report
 from devstack.chaos.faults import PARTNERS
 from devstack.chaos.run import ChaosOptions, ChaosRun, RunSetup, new_log_dir, start_stack
 from devstack.chaos.stack import BREAKER_OPEN_SECONDS, ChaosStack
-from devstack.stack.processes import StartupError, signals_ignored
+from devstack.chaos.verdict import RunFacts
+from devstack.stack.console import stopped_line
+from devstack.stack.processes import StartupError, signals_ignored, sigterm_as_ctrl_c
 
 EXIT_FAIL = 1
 EXIT_INTERRUPTED = 130
@@ -39,7 +42,7 @@ class Command(BaseCommand):
         "that nothing was lost or done twice. Exit 0 on PASS, 1 on FAIL."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--orders", type=int, default=300, help="orders to place (300)")
         parser.add_argument(
             "--broker", choices=(broker.REDIS, broker.RABBITMQ), default=broker.REDIS,
@@ -78,12 +81,12 @@ class Command(BaseCommand):
             help="seconds between one fault's end and the next one's start, jittered (8)",
         )  # fmt: skip
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         run_options = _run_options(options)
         # Celery prefers this variable to the broker an app is given: the run's own
         # readiness pings must reach the run's own broker, not the project's.
         os.environ.pop("CELERY_BROKER_URL", None)
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        sigterm_as_ctrl_c()
         started = time.monotonic()
         vhost = broker.RabbitVhost() if run_options.broker == broker.RABBITMQ else None
         stack = None
@@ -109,11 +112,11 @@ class Command(BaseCommand):
         if not verdict.passed:
             sys.exit(EXIT_FAIL)
 
-    def say(self, line):
+    def say(self, line: str) -> None:
         self.stdout.write(line)
         self.stdout.flush()
 
-    def _prepare_database(self, explicit):
+    def _prepare_database(self, explicit: str | None) -> str:
         url = database.chaos_database_url(explicit)
         database.recreate(url)
         database.use(url)
@@ -121,7 +124,7 @@ class Command(BaseCommand):
         return url
 
     @staticmethod
-    def _stack(url, vhost, run_options):
+    def _stack(url: str, vhost: broker.RabbitVhost | None, run_options: ChaosOptions) -> ChaosStack:
         return ChaosStack(
             base_dir=settings.BASE_DIR,
             log_dir=new_log_dir(settings.BASE_DIR),
@@ -130,13 +133,11 @@ class Command(BaseCommand):
             seed=run_options.seed,
         )
 
-    def _clean_up(self, stack, vhost):
+    def _clean_up(self, stack: ChaosStack | None, vhost: broker.RabbitVhost | None) -> None:
         """Stop every process, delete the vhost; a second Ctrl-C cannot cut this short."""
         with signals_ignored():
             if stack is not None:
-                killed = stack.stop()
-                suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
-                self.say(f"stopped every process the run started{suffix}")
+                self.say(stopped_line(stack.stop(), started_by="the run"))
             if vhost is not None:
                 with contextlib.suppress(broker.BrokerError):
                     vhost.delete()
@@ -144,7 +145,7 @@ class Command(BaseCommand):
             database.close()
 
 
-def _run_options(options):
+def _run_options(options: dict[str, Any]) -> ChaosOptions:
     if options["orders"] < 1 or options["concurrency"] < 1:
         raise CommandError("--orders and --concurrency must be at least 1")
     if options["kills"] < 0 or options["redis_restarts"] < 0:
@@ -173,7 +174,13 @@ def _run_options(options):
     )
 
 
-def _setup(stack, url, vhost, run, facts):
+def _setup(
+    stack: ChaosStack,
+    url: str,
+    vhost: broker.RabbitVhost | None,
+    run: ChaosRun,
+    facts: RunFacts,
+) -> RunSetup:
     redis_role = "results, breaker and rate-limit state" + ("" if vhost else ", and the broker")
     return RunSetup(
         command=" ".join(["manage.py", *sys.argv[1:]]),
@@ -188,7 +195,3 @@ def _setup(stack, url, vhost, run, facts):
         faults=stack.faults,
         log_dir=stack.log_dir,
     )
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt

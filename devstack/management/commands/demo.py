@@ -12,6 +12,9 @@ import functools
 import secrets
 import signal
 import uuid
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,10 +23,11 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
 from devstack.demo import report
-from devstack.stack.console import start_stack
-from devstack.stack.processes import StartupError, signals_ignored
+from devstack.stack.console import start_stack, stop_stack
+from devstack.stack.processes import StartupError, sigterm_as_ctrl_c
 from devstack.stack.services import Faults, Stack
 from devstack.traffic import client as traffic
+from devstack.traffic.client import DemoOrder
 
 ADMIN_USERNAME = "admin"
 EXIT_INTERRUPTED = 130
@@ -35,7 +39,7 @@ class Command(BaseCommand):
         "processes, place orders through the HTTP API, and summarise what happened."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--orders", type=int, default=50, help="orders to place (50)")
         parser.add_argument(
             "--timeout", type=float, default=180, help="seconds for all orders to settle (180)"
@@ -61,14 +65,14 @@ class Command(BaseCommand):
         group.add_argument("--decline-rate", type=float, default=faults.decline_rate)
         group.add_argument("--drop-rate", type=float, default=faults.drop_rate)
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         _check_options(options)
         console = Console(highlight=False)
         log_dir = settings.BASE_DIR / "var" / "demo"
         log_dir.mkdir(parents=True, exist_ok=True)
         stack = Stack(base_dir=settings.BASE_DIR, log_dir=log_dir, faults=_faults(options))
         unsettled = None
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        sigterm_as_ctrl_c()
         try:
             password = prepare_database(console)
             start_stack(stack, console)
@@ -84,7 +88,7 @@ class Command(BaseCommand):
         except StartupError as exc:
             raise CommandError(str(exc)) from exc
         finally:
-            stop_stack(stack, console)
+            stop_stack(stack, console, started_by="the demo")
         if unsettled:
             raise CommandError(
                 f"{len(unsettled)} order(s) did not reach a final state within "
@@ -92,14 +96,14 @@ class Command(BaseCommand):
             )
 
 
-def _check_options(options):
+def _check_options(options: dict[str, Any]) -> None:
     if options["orders"] < 1 or options["concurrency"] < 1:
         raise CommandError("--orders and --concurrency must be at least 1")
     if options["rate"] < 0 or options["timeout"] <= 0:
         raise CommandError("--rate must be 0 or more, --timeout more than 0")
 
 
-def _faults(options):
+def _faults(options: dict[str, Any]) -> Faults:
     return Faults(
         latency_ms=options["latency_ms"],
         error_rate=options["error_rate"],
@@ -108,14 +112,10 @@ def _faults(options):
     )
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 # --- the steps ------------------------------------------------------------------------------
 
 
-def prepare_database(console):
+def prepare_database(console: Console) -> str:
     """Migrate, and give the ``admin`` superuser a new random password (returned)."""
     with console.status("migrating the database"):
         call_command("migrate", interactive=False, verbosity=0)
@@ -131,7 +131,7 @@ def prepare_database(console):
     return password
 
 
-def place_orders(stack, options, console):
+def place_orders(stack: Stack, options: dict[str, Any], console: Console) -> list[DemoOrder]:
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     orders = traffic.order_mix(options["orders"], run_id)
     kinds = ", ".join(
@@ -156,7 +156,7 @@ def place_orders(stack, options, console):
     )
 
 
-def show_summary(orders, options, console):
+def show_summary(orders: list[DemoOrder], options: dict[str, Any], console: Console) -> None:
     stats = report.collect(orders)
     console.print()
     console.print(report.status_table(stats, list(traffic.Kind)))
@@ -167,7 +167,14 @@ def show_summary(orders, options, console):
         console.print(f"[red]order {order.number} was not placed:[/] {order.error}")
 
 
-def show_where_to_look(stack, orders, password, log_dir, options, console):
+def show_where_to_look(
+    stack: Stack,
+    orders: list[DemoOrder],
+    password: str,
+    log_dir: Path,
+    options: dict[str, Any],
+    console: Console,
+) -> None:
     """Plain lines, not a box: URLs and the curl command must copy and paste whole."""
     say = functools.partial(console.print, soft_wrap=True)
     example = _example_order(orders)
@@ -190,24 +197,16 @@ def show_where_to_look(stack, orders, password, log_dir, options, console):
         )
 
 
-def _example_order(orders):
+def _example_order(orders: list[DemoOrder]) -> DemoOrder | None:
     """A compensated order tells the best story; else any order that was placed."""
     placed = [order for order in orders if order.order_id]
     preferred = [order for order in placed if order.status == "compensated"]
     return (preferred or placed or [None])[0]
 
 
-def wait_for_ctrl_c(console):
+def wait_for_ctrl_c(console: Console) -> None:
     """--keep-running: Ctrl-C (or SIGTERM) is the expected way out, not an interruption."""
     console.print("[dim]Press Ctrl-C to stop.[/]")
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             signal.pause()
-
-
-def stop_stack(stack, console):
-    """Stop every process the demo started; a second Ctrl-C cannot cut this short."""
-    with signals_ignored(), console.status("stopping every process the demo started"):
-        killed = stack.stop()
-    suffix = f" (killed after the grace period: {', '.join(killed)})" if killed else ""
-    console.print(f"[green]✓[/] stopped every process the demo started{suffix}")

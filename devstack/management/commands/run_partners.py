@@ -1,5 +1,8 @@
 """``manage.py run_partners``: run both partner simulators, as ``python -m`` does."""
 
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from devstack.simulators import server
@@ -11,10 +14,10 @@ class Command(BaseCommand):
     # The simulators share nothing with the project's models or settings.
     requires_system_checks = []
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         server.add_arguments(parser)
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             server.settings_from_options(options)
         except ValueError as exc:
