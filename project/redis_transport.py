@@ -13,10 +13,32 @@ Here that channel raises the connection error it really is: the close is ignored
 acknowledgement is logged as failed, and the worker reconnects. Nothing is lost by it:
 those messages died with the connection (and with Redis, when it restarted without
 persistence); the sweeper sends again what they carried, with the same keys.
+
+Upstream: the same AttributeError from the same line of `Channel._connparams`
+(`'NoneType' object has no attribute 'hostname'`: a channel closed after its transport's
+`client` was dropped) was reported as https://github.com/celery/kombu/issues/582 ("Error on
+restarting Gossip", kombu 3.0.35, closed). The Celery code that now reaches it on every
+lost connection, `Consumer.on_connection_error_after_connected` (collect, then close), was
+reworked for https://github.com/celery/celery/issues/9705 ("Failing to re-establish
+connection to redis") in https://github.com/celery/celery/pull/10242 and
+https://github.com/celery/celery/pull/10570. No upstream report of this exact failure in
+kombu/Celery 5.7 was found as of 2026-11-30: re-check on every kombu or Celery upgrade.
+
+When to remove it: the system check `dualsend.E005` (dualsend_app/checks.py) fails while
+the installed kombu is not CHECKED_AGAINST_KOMBU. On an upgrade, read kombu's
+`Channel._connparams` and Celery's `on_connection_error_after_connected`, then run
+`pytest tests/test_broker_transport.py` (a Redis restart under a worker holding a
+countdown) with CELERY_BROKER_TRANSPORT removed from project/settings.py, so the worker
+runs kombu's own transport: if it passes, delete this module and that setting; if it
+fails, put the setting back, check that it passes again with the fix, and update
+CHECKED_AGAINST_KOMBU. `manage.py chaos --redis-restarts 3` is the longer proof.
 """
 
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+# The kombu release this fix was written and checked against (the pin in pyproject.toml).
+CHECKED_AGAINST_KOMBU = "5.7.0"
 
 
 class Channel(kombu_redis.Channel):

@@ -11,6 +11,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from project.partner_settings import read_partner, required_in_production
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -20,19 +22,11 @@ env = environ.Env()
 # ---------------------------------------------------------------------------
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
-
-def _required_in_production(name, development_value):
-    """A secret: required when DEBUG is off, a development value otherwise."""
-    if DEBUG:
-        return env.str(name, default=development_value)
-    value = env.str(name, default="")
-    if not value:
-        raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
-    return value
-
-
-SECRET_KEY = _required_in_production(
-    "DJANGO_SECRET_KEY", "django-insecure-dualsend-development-only"
+SECRET_KEY = required_in_production(
+    env,
+    "DJANGO_SECRET_KEY",
+    debug=DEBUG,
+    development_value="django-insecure-dualsend-development-only",
 )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
@@ -147,58 +141,26 @@ DUALSEND_MAX_WAIT_SECONDS = env.float("DUALSEND_MAX_WAIT_SECONDS", default=30.0)
 # ---------------------------------------------------------------------------
 # Partners: where they are, how to authenticate, how hard to try
 # ---------------------------------------------------------------------------
-
-
-def _partner(prefix, *, url, credential_name, development_credential):
-    """One partner's connection and retry policy, every value overridable as PREFIX_*."""
-    return {
-        "base_url": (
-            env.str(f"{prefix}_URL", default=url)
-            if DEBUG
-            else _required_in_production(f"{prefix}_URL", url)
-        ).rstrip("/"),
-        "credential": _required_in_production(credential_name, development_credential),
-        # requests' advice: a connect timeout slightly over a multiple of 3 s (TCP retransmit).
-        "connect_timeout": env.float(f"{prefix}_CONNECT_TIMEOUT", default=3.05),
-        "read_timeout": env.float(f"{prefix}_READ_TIMEOUT", default=10.0),
-        "max_attempts": env.int(f"{prefix}_MAX_ATTEMPTS", default=6),
-        "backoff_base": env.float(f"{prefix}_BACKOFF_BASE", default=1.0),
-        "backoff_max": env.float(f"{prefix}_BACKOFF_MAX", default=30.0),
-        # From the first attempt: past it, a send stops retrying and its outcome is settled.
-        "deadline": env.float(f"{prefix}_DEADLINE", default=180.0),
-        "pool_size": env.int(f"{prefix}_POOL_SIZE", default=32),
-        # Our own pace, shared by every worker: "N/s", "N/m", "N/h", or the `limits` syntax
-        # ("50/second", "50 per minute").
-        "rate_limit": env.str(f"{prefix}_RATE_LIMIT", default="50/s"),
-        # Slow down before the partner refuses: when its X-RateLimit-Remaining is at or
-        # below this, no call until its X-RateLimit-Reset.
-        "slowdown_below": env.int(f"{prefix}_SLOWDOWN_BELOW", default=1),
-        "breaker": {
-            # Opens when, over the last `window` seconds and at least `min_calls` calls,
-            # the share of failed calls or of slow calls reaches its threshold.
-            "window": env.float(f"{prefix}_BREAKER_WINDOW", default=30.0),
-            "min_calls": env.int(f"{prefix}_BREAKER_MIN_CALLS", default=10),
-            "failure_rate": env.float(f"{prefix}_BREAKER_FAILURE_RATE", default=0.5),
-            "slow_call_seconds": env.float(f"{prefix}_BREAKER_SLOW_CALL_SECONDS", default=5.0),
-            "slow_call_rate": env.float(f"{prefix}_BREAKER_SLOW_CALL_RATE", default=0.8),
-            "open_seconds": env.float(f"{prefix}_BREAKER_OPEN_SECONDS", default=15.0),
-            "half_open_probes": env.int(f"{prefix}_BREAKER_HALF_OPEN_PROBES", default=3),
-        },
-    }
-
-
+# One frozen PartnerSettings per partner; every PREFIX_* variable, its default and its
+# check are in project/partner_settings.py. A bad value stops start-up here, named.
 DUALSEND_PARTNERS = {
-    "inventory": _partner(
-        "INVENTORY_API",
+    "inventory": read_partner(
+        env,
+        "inventory",
+        prefix="INVENTORY_API",
         url="http://127.0.0.1:8101",
         credential_name="INVENTORY_API_TOKEN",
         development_credential="dev-inventory-token",
+        debug=DEBUG,
     ),
-    "payment": _partner(
-        "PAYMENT_API",
+    "payment": read_partner(
+        env,
+        "payment",
+        prefix="PAYMENT_API",
         url="http://127.0.0.1:8102",
         credential_name="PAYMENT_API_KEY",
         development_credential="dev-payment-key",
+        debug=DEBUG,
     ),
 }
 

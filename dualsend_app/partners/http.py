@@ -97,16 +97,16 @@ def call(
     }
     if body:
         headers["Content-Type"] = "application/json"
-    session = session_for(partner, pool_size=config["pool_size"])
+    session = session_for(partner, pool_size=config.pool_size)
     started = time.monotonic()
     try:
         response = session.request(
             method,
-            config["base_url"] + path,
+            config.base_url + path,
             data=body.encode() if body else None,
             headers=headers,
             auth=auth,
-            timeout=(config["connect_timeout"], config["read_timeout"]),
+            timeout=(config.connect_timeout, config.read_timeout),
             allow_redirects=False,
         )
     except requests.RequestException as exc:

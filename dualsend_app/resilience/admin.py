@@ -56,10 +56,10 @@ def live_breaker(partner):
 
 def breaker_rule(partner):
     """The configured thresholds, in one line."""
-    config = settings.DUALSEND_PARTNERS[partner]["breaker"]
+    config = settings.DUALSEND_PARTNERS[partner].breaker
     return (
-        f"opens when ≥ {config['failure_rate']:.0%} of calls fail or ≥ "
-        f"{config['slow_call_rate']:.0%} take ≥ {config['slow_call_seconds']:g} s, over "
-        f"{config['window']:g} s and ≥ {config['min_calls']} calls; open "
-        f"{config['open_seconds']:g} s; {config['half_open_probes']} probe(s) when half-open"
+        f"opens when ≥ {config.failure_rate:.0%} of calls fail or ≥ "
+        f"{config.slow_call_rate:.0%} take ≥ {config.slow_call_seconds:g} s, over "
+        f"{config.window:g} s and ≥ {config.min_calls} calls; open "
+        f"{config.open_seconds:g} s; {config.half_open_probes} probe(s) when half-open"
     )

@@ -1,6 +1,6 @@
 """How fast we call a partner: our own configured rate, and the pace the partner asks for.
 
-Our rate (`DUALSEND_PARTNERS[partner]["rate_limit"]`, e.g. `INVENTORY_API_RATE_LIMIT=50/s`)
+Our rate (`DUALSEND_PARTNERS[partner].rate_limit`, e.g. `INVENTORY_API_RATE_LIMIT=50/s`)
 is kept by the `limits` library in Redis, shared by every worker. Its moving window
 (`MovingWindowRateLimiter`) is exact: "50/s" is never 100 calls across a window boundary
 as a fixed window allows, and its window stats say when the oldest call leaves the
@@ -15,35 +15,21 @@ extended, never shortened, so no answer lets a worker call before an earlier
 Functions here raise `redis.RedisError` when Redis is unreachable; `gate` fails open.
 """
 
-import functools
 import logging
 import os
-import re
 import threading
 import time
 
-import limits
 from django.conf import settings
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from project.partner_settings import parse_rate
 
 from ..partners.http import retry_after_seconds
 from .redis_client import get_redis, key_prefix, run_script
 
 logger = logging.getLogger(__name__)
-
-# The short units our settings document ("50/s", "50/m", "50/h"), in the words `limits`
-# parses ("50/second", "50 per minute").
-SHORT_UNITS = {
-    "s": "second",
-    "sec": "second",
-    "m": "minute",
-    "min": "minute",
-    "h": "hour",
-    "hr": "hour",
-    "d": "day",
-}
-_LAST_WORD = re.compile(r"([a-z]+)\s*$", re.IGNORECASE)
 
 # A refused hit whose slot freed meanwhile still waits a little rather than not at all.
 MIN_RATE_WAIT_SECONDS = 0.01
@@ -66,26 +52,9 @@ return 0
 """
 
 
-@functools.lru_cache(maxsize=64)
-def parse_rate(text):
-    """A `limits.RateLimitItem` from "50/s", "50/m", "50/h", "50/second", "50 per minute".
-
-    Raises ValueError for anything else, for several rates, and for a rate of zero.
-    """
-    spelled = _LAST_WORD.sub(
-        lambda match: SHORT_UNITS.get(match.group(1).lower(), match.group(1)), text.strip()
-    )
-    items = limits.parse_many(spelled)
-    if len(items) != 1:
-        raise ValueError(f"one rate expected, got {len(items)}")
-    if items[0].amount < 1:
-        raise ValueError("a rate must allow at least one call")
-    return items[0]
-
-
 def take_slot(partner):
     """Take one call from our rate: 0 when taken, else the seconds until one frees."""
-    item = parse_rate(settings.DUALSEND_PARTNERS[partner]["rate_limit"])
+    item = parse_rate(settings.DUALSEND_PARTNERS[partner].rate_limit)
     limiter = _limiter()
     if limiter.hit(item, partner):
         return 0.0
@@ -101,7 +70,7 @@ def pause_remaining(partner):
 
 def note_partner_signals(partner, headers):
     """Store the pause an answer's headers ask for, shared by every worker."""
-    slowdown_below = settings.DUALSEND_PARTNERS[partner]["slowdown_below"]
+    slowdown_below = settings.DUALSEND_PARTNERS[partner].slowdown_below
     seconds, why = requested_pause(headers, slowdown_below=slowdown_below)
     if seconds <= 0:
         return
