@@ -1,61 +1,20 @@
 """Fixtures for the integration tests: the real simulators, a real Celery worker.
 
 Both run as subprocesses on 127.0.0.1, against the same Redis (database 9) and the same
-test database as the test itself; see tests/environment.py for the environment they share.
+test database as the test itself; see tests/environment.py for the environment they share
+and tests/processes.py for how a child process is started, logged and stopped.
 """
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import urllib.parse
-import uuid
-from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from tests import environment
-from tests.helpers import wait_until
+from tests.processes import LOG_DIR, Worker, database_url, start_process, stop_process
 from tests.tcp_proxy import TcpProxy
-
-ROOT = Path(__file__).resolve().parent.parent
-LOG_DIR = ROOT / "var" / "test-logs"
-API_TOKEN = "test-token"
-
-
-def _start(name, args, env):
-    """A child process in its own group, its output in var/test-logs/<name>.log."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115  (closed in _stop)
-    process = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    process.log = log
-    return process
-
-
-def _stop(process, timeout=10):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    process.log.close()
-
-
-def database_url():
-    """The test database, as a URL the worker subprocess can read."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{host}:{port}/{db['NAME']}"
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +22,7 @@ def simulators():
     """Both partner simulators, fast and fault-free unless a test scripts faults."""
     from devstack import SimulatorControl
 
-    process = _start(
+    process = start_process(
         "simulators",
         [
             sys.executable,
@@ -87,45 +46,7 @@ def simulators():
         control.wait_ready(timeout=20)
         yield control
     finally:
-        _stop(process)
-
-
-class Worker:
-    """A real `celery worker` subprocess that a test may kill (SIGKILL) and start again."""
-
-    def __init__(self, env, queues="api.inventory,api.payment,default", concurrency=8, name="w"):
-        self.env = env
-        self.queues = queues
-        self.concurrency = concurrency
-        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.process = None
-
-    def start(self):
-        from project.celery import app
-
-        self.process = _start(
-            f"worker-{self.name.split('-')[0]}",
-            [sys.executable, "-m", "celery", "-A", "project", "worker",
-             "-Q", self.queues, "--pool", "threads", "--concurrency", str(self.concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "-n", f"{self.name}@%h"],
-            self.env,
-        )
-        destination = [f"{self.name}@{socket.gethostname()}"]
-        wait_until(
-            lambda: bool(app.control.ping(destination=destination, timeout=0.5)),
-            40,
-            f"celery worker {self.name}",
-        )
-
-    def kill(self):
-        """SIGKILL, as the OOM killer or a lost machine would: nothing is cleaned up."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self.process.log.close()
-
-    def stop(self):
-        _stop(self.process)
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +76,7 @@ def celery_worker(stack_env, simulators, django_db_blocker):
     app.control.purge()
     worker = Worker(env)
     worker.start()
-    beat = _start(
+    beat = start_process(
         "beat",
         [sys.executable, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
          "--schedule", str(LOG_DIR / "celerybeat-schedule")],
@@ -164,7 +85,7 @@ def celery_worker(stack_env, simulators, django_db_blocker):
     try:
         yield worker
     finally:
-        _stop(beat)
+        stop_process(beat)
         if worker.process.poll() is None:
             worker.stop()
         with django_db_blocker.unblock():

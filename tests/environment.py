@@ -10,12 +10,15 @@ import os
 import socket
 import urllib.parse
 
+import pytest
+
 from devstack import free_port
 
 TEST_REDIS_DB = 9
 
 
-def redis_answers(host, port):
+def redis_answers(host: str, port: int) -> bool:
+    """Whether a Redis server answers PING there."""
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
@@ -97,6 +100,6 @@ for _partner in ("INVENTORY_API", "PAYMENT_API"):
 os.environ.update(TEST_ENVIRONMENT)
 
 
-def pytest_unconfigure(config):
+def pytest_unconfigure(config: pytest.Config) -> None:
     if EMBEDDED_REDIS is not None:
         EMBEDDED_REDIS.shutdown()

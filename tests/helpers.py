@@ -1,15 +1,20 @@
-"""Small helpers shared by the integration tests: place an order, wait for it to settle."""
+"""Helpers shared by the tests: the valid order body, place an order, wait for it to settle."""
 
 import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from dualsend_app.models import Order
+from django.test import Client
+
+from dualsend_app.models import Order, Send
 
 API_TOKEN = "test-token"
 
 
-def order_body(**overrides):
+def order_body(**overrides: Any) -> dict[str, Any]:
+    """The valid body of POST /api/orders, with `overrides` replacing its fields."""
     body = {
         "items": [{"sku": "SKU-1", "quantity": 2}],
         "amount": 1999,
@@ -19,12 +24,12 @@ def order_body(**overrides):
     return body | overrides
 
 
-def new_request_id():
+def new_request_id() -> str:
     """A correlation id of this test's own: simulator fault scripts match on it."""
     return f"test-{uuid.uuid4().hex}"
 
 
-def place_order(client, request_id, **overrides):
+def place_order(client: Client, request_id: str, **overrides: Any) -> str:
     """POST /api/orders through the real view; returns the new order's id."""
     response = client.post(
         "/api/orders",
@@ -37,7 +42,7 @@ def place_order(client, request_id, **overrides):
     return response.json()["id"]
 
 
-def wait_until(predicate, timeout, what="condition"):
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> None:
     """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,7 +52,7 @@ def wait_until(predicate, timeout, what="condition"):
     raise AssertionError(f"{what} not reached after {timeout}s")
 
 
-def wait_final(order_id, timeout=30.0):
+def wait_final(order_id: str | uuid.UUID, timeout: float = 30.0) -> Order:
     """The order once it reached a final status; fails the test after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,5 +65,6 @@ def wait_final(order_id, timeout=30.0):
     raise AssertionError(f"order still {order.status} after {timeout}s: {sends}")
 
 
-def sends_by_operation(order):
+def sends_by_operation(order: Order) -> dict[str, Send]:
+    """The order's sends, by operation."""
     return {send.operation: send for send in order.sends.all()}

@@ -12,7 +12,7 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, target_host, target_port, listen_port=0):
+    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
         self.target = (target_host, target_port)
         self._listener = None
         self._connections = set()
@@ -20,7 +20,7 @@ class TcpProxy:
         self.port = listen_port
         self.restore()
 
-    def restore(self):
+    def restore(self) -> None:
         """Accept connections again, on the same port."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -31,14 +31,15 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     @property
-    def is_cut(self):
+    def is_cut(self) -> bool:
         return self._listener.fileno() == -1
 
-    def ensure_up(self):
+    def ensure_up(self) -> None:
+        """Restore, if cut."""
         if self.is_cut:
             self.restore()
 
-    def cut(self):
+    def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
         with contextlib.suppress(OSError):
             # shutdown first: on Linux a close() alone leaves a thread blocked in accept()

@@ -10,8 +10,10 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from dualsend_app.models import Attempt, Order, Redrive, Send
-from tasks import dispatch
+from dualsend_app import enqueue
+from dualsend_app.models import Order, Redrive, Send
+from dualsend_app.partners.outcomes import AnswerOutcome
+from tests.factories import create_attempt, create_order, create_send
 
 pytestmark = pytest.mark.django_db
 
@@ -24,44 +26,41 @@ SEND_LIST = reverse("admin:dualsend_app_send_changelist")
 
 
 def make_order(status=Order.Status.COMPLETED, *, settled_after_ms=1234, **fields):
+    """An order with a client key, created at T0 and, once final, settled `settled_after_ms`
+    later; its sends are made one by one."""
     settled = status in Order.FINAL_STATUSES
     defaults = {
-        "client": "client-a",
         "idempotency_key": f"client-key-{uuid.uuid4()}",
-        "request_fingerprint": "f" * 64,
-        "payload": {"items": [{"sku": "SKU-1", "quantity": 1}], "amount": 1999},
-        "correlation_id": f"req-{uuid.uuid4()}",
         "status": status,
         "created_at": T0,
         "dispatched_at": T0 + datetime.timedelta(milliseconds=5),
         "settled_at": T0 + datetime.timedelta(milliseconds=settled_after_ms) if settled else None,
     }
-    return Order.objects.create(**(defaults | fields))
+    return create_order(header_sends=False, **(defaults | fields))
 
 
 def make_send(order, operation, status=Send.Status.SUCCEEDED, **fields):
+    """A send attempted once, at T0 + 10 ms, and finished at T0 + 90 ms."""
     defaults = {
-        "method": "POST",
-        "path": "/v1/whatever",
-        "request_body": "{}",
         "status": status,
         "attempts": 1,
         "first_attempt_at": T0 + datetime.timedelta(milliseconds=10),
         "last_attempt_at": T0 + datetime.timedelta(milliseconds=10),
         "finished_at": T0 + datetime.timedelta(milliseconds=90),
     }
-    return Send.objects.create(order=order, operation=operation, **(defaults | fields))
+    return create_send(order, operation, **(defaults | fields))
 
 
 def make_attempt(send, number, *, status_code=201, error="", will_retry=False):
-    return Attempt.objects.create(
-        send=send,
-        number=number,
+    """Attempt `number`, started at T0 + number * 10 ms, taking 40 + number ms."""
+    return create_attempt(
+        send,
+        number,
         started_at=T0 + datetime.timedelta(milliseconds=10 * number),
         duration_ms=40 + number,
         status_code=status_code,
         error=error,
-        outcome=Attempt.Outcome.RETRY if will_retry else Attempt.Outcome.SUCCEEDED,
+        outcome=AnswerOutcome.RETRY if will_retry else AnswerOutcome.SUCCEEDED,
         will_retry=will_retry,
         retry_in_seconds=0.5 if will_retry else None,
     )
@@ -309,7 +308,7 @@ def test_send_page_is_read_only(admin_client):
 def enqueued(monkeypatch):
     """The send ids handed to the broker, instead of handing them to the broker."""
     recorded = []
-    monkeypatch.setattr(dispatch, "enqueue_compensations", recorded.extend)
+    monkeypatch.setattr(enqueue, "enqueue_compensations", recorded.extend)
     return recorded
 
 

@@ -19,18 +19,15 @@ from django.test import Client, RequestFactory
 
 from dualsend_app.api import views
 from dualsend_app.models import Order, Send
+from tests.factories import create_send
+from tests.helpers import order_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "test-token"
 OTHER_TOKEN = "other-test-token"
 ORDERS_URL = "/api/orders"
-VALID = {
-    "items": [{"sku": "SKU-1", "quantity": 2}],
-    "amount": 1999,
-    "currency": "usd",
-    "payment_source": "tok_visa",
-}
+VALID = order_body()
 ORDER_FIELDS = {
     "id",
     "status",
@@ -81,7 +78,7 @@ def dispatched(monkeypatch):
             calls.append(str(order_id))
         return True
 
-    monkeypatch.setattr("tasks.dispatch.dispatch_order", fake_dispatch_order)
+    monkeypatch.setattr("dualsend_app.enqueue.dispatch_order", fake_dispatch_order)
     return calls
 
 
@@ -121,16 +118,12 @@ def get_order(client, order_id, *, token=TOKEN, query=""):
     return client.get(f"{ORDERS_URL}/{order_id}{query}", headers=auth_headers(token))
 
 
-def with_changes(**changes):
-    return {**VALID, **changes}
-
-
 def without(field):
     return {name: value for name, value in VALID.items() if name != field}
 
 
 def item(**changes):
-    return {"sku": "SKU-1", "quantity": 2, **changes}
+    return VALID["items"][0] | changes
 
 
 def error_of(response):
@@ -194,7 +187,7 @@ def test_create_accepts_a_utf8_charset_parameter(client):
 
 def test_currency_is_stored_lower_case(client):
     """`USD` is accepted and stored (and sent to the partner) as `usd`."""
-    data = create(client, with_changes(currency="USD"))
+    data = create(client, order_body(currency="USD"))
 
     assert data["payload"]["currency"] == "usd"
     assert Order.objects.get().payload["currency"] == "usd"
@@ -319,7 +312,7 @@ def test_a_body_that_is_not_json_media_answers_415(client, dispatched, content_t
 def test_an_announced_body_over_the_limit_answers_413(client, api_settings, dispatched):
     """A Content-Length over DUALSEND_MAX_BODY_BYTES is refused with 413 before reading."""
     api_settings.DUALSEND_MAX_BODY_BYTES = 200
-    body = body_of(with_changes(payment_source="tok_" + "x" * 300))
+    body = body_of(order_body(payment_source="tok_" + "x" * 300))
 
     response = post_order(client, body)
 
@@ -334,7 +327,7 @@ def test_a_body_over_the_limit_without_content_length_answers_413(api_settings, 
     (Chunked uploads have no Content-Length; the view reads one byte past the limit.)
     """
     api_settings.DUALSEND_MAX_BODY_BYTES = 200
-    raw = body_of(with_changes(payment_source="tok_" + "x" * 300)).encode()
+    raw = body_of(order_body(payment_source="tok_" + "x" * 300)).encode()
     request = RequestFactory().post(
         ORDERS_URL, data=raw, content_type="application/json", headers=auth_headers()
     )
@@ -402,49 +395,49 @@ def test_a_json_body_that_is_not_an_object_answers_400(client, dispatched, raw):
 INVALID_FIELDS = [
     # items
     (without("items"), "items"),
-    (with_changes(items=[]), "items"),
-    (with_changes(items=[item(sku=f"SKU-{n}") for n in range(101)]), "items"),
-    (with_changes(items="SKU-1"), "items"),
-    (with_changes(items={"sku": "SKU-1", "quantity": 1}), "items"),
-    (with_changes(items=[5]), "items[0]"),
-    (with_changes(items=[{"quantity": 2}]), "items[0].sku"),
-    (with_changes(items=[item(sku="")]), "items[0].sku"),
-    (with_changes(items=[item(sku="S" * 65)]), "items[0].sku"),
-    (with_changes(items=[item(sku=12)]), "items[0].sku"),
-    (with_changes(items=[item(sku=None)]), "items[0].sku"),
-    (with_changes(items=[{"sku": "SKU-1"}]), "items[0].quantity"),
-    (with_changes(items=[item(quantity=0)]), "items[0].quantity"),
-    (with_changes(items=[item(quantity=-1)]), "items[0].quantity"),
-    (with_changes(items=[item(quantity=1001)]), "items[0].quantity"),
-    (with_changes(items=[item(quantity=True)]), "items[0].quantity"),
-    (with_changes(items=[item(quantity=2.0)]), "items[0].quantity"),
-    (with_changes(items=[item(quantity="2")]), "items[0].quantity"),
-    (with_changes(items=[item(), item(), item(quantity=0)]), "items[2].quantity"),
-    (with_changes(items=[item(colour="red")]), "items[0].colour"),
+    (order_body(items=[]), "items"),
+    (order_body(items=[item(sku=f"SKU-{n}") for n in range(101)]), "items"),
+    (order_body(items="SKU-1"), "items"),
+    (order_body(items={"sku": "SKU-1", "quantity": 1}), "items"),
+    (order_body(items=[5]), "items[0]"),
+    (order_body(items=[{"quantity": 2}]), "items[0].sku"),
+    (order_body(items=[item(sku="")]), "items[0].sku"),
+    (order_body(items=[item(sku="S" * 65)]), "items[0].sku"),
+    (order_body(items=[item(sku=12)]), "items[0].sku"),
+    (order_body(items=[item(sku=None)]), "items[0].sku"),
+    (order_body(items=[{"sku": "SKU-1"}]), "items[0].quantity"),
+    (order_body(items=[item(quantity=0)]), "items[0].quantity"),
+    (order_body(items=[item(quantity=-1)]), "items[0].quantity"),
+    (order_body(items=[item(quantity=1001)]), "items[0].quantity"),
+    (order_body(items=[item(quantity=True)]), "items[0].quantity"),
+    (order_body(items=[item(quantity=2.0)]), "items[0].quantity"),
+    (order_body(items=[item(quantity="2")]), "items[0].quantity"),
+    (order_body(items=[item(), item(), item(quantity=0)]), "items[2].quantity"),
+    (order_body(items=[item(colour="red")]), "items[0].colour"),
     # amount
     (without("amount"), "amount"),
-    (with_changes(amount=0), "amount"),
-    (with_changes(amount=-5), "amount"),
-    (with_changes(amount=True), "amount"),
-    (with_changes(amount=19.99), "amount"),
-    (with_changes(amount=1999.0), "amount"),
-    (with_changes(amount="1999"), "amount"),
-    (with_changes(amount=2**53), "amount"),
+    (order_body(amount=0), "amount"),
+    (order_body(amount=-5), "amount"),
+    (order_body(amount=True), "amount"),
+    (order_body(amount=19.99), "amount"),
+    (order_body(amount=1999.0), "amount"),
+    (order_body(amount="1999"), "amount"),
+    (order_body(amount=2**53), "amount"),
     # currency
     (without("currency"), "currency"),
-    (with_changes(currency="us"), "currency"),
-    (with_changes(currency="usdd"), "currency"),
-    (with_changes(currency="u$d"), "currency"),
-    (with_changes(currency="üsd"), "currency"),
-    (with_changes(currency="usd\n"), "currency"),
-    (with_changes(currency=840), "currency"),
+    (order_body(currency="us"), "currency"),
+    (order_body(currency="usdd"), "currency"),
+    (order_body(currency="u$d"), "currency"),
+    (order_body(currency="üsd"), "currency"),
+    (order_body(currency="usd\n"), "currency"),
+    (order_body(currency=840), "currency"),
     # payment_source
     (without("payment_source"), "payment_source"),
-    (with_changes(payment_source=""), "payment_source"),
-    (with_changes(payment_source=42), "payment_source"),
-    (with_changes(payment_source=None), "payment_source"),
+    (order_body(payment_source=""), "payment_source"),
+    (order_body(payment_source=42), "payment_source"),
+    (order_body(payment_source=None), "payment_source"),
     # unknown top-level field
-    (with_changes(coupon="FREE"), "coupon"),
+    (order_body(coupon="FREE"), "coupon"),
 ]
 
 
@@ -453,7 +446,7 @@ def test_values_at_the_limits_are_accepted(client):
     items = [item(sku=f"SKU-{n}", quantity=1) for n in range(99)]
     items.append(item(sku="S" * 64, quantity=1000))
 
-    data = create(client, with_changes(items=items, amount=1, currency="EuR"))
+    data = create(client, order_body(items=items, amount=1, currency="EuR"))
 
     assert len(data["payload"]["items"]) == 100
     assert data["payload"]["currency"] == "eur"
@@ -554,7 +547,7 @@ def test_invalid_fields_answer_before_idempotency(client, dispatched):
     """Fields before idempotency: a reused key with an invalid body is 422 invalid_fields."""
     create(client, key="order-1")
 
-    response = post_order(client, with_changes(amount=0), key="order-1")
+    response = post_order(client, order_body(amount=0), key="order-1")
 
     assert response.status_code == 422
     assert error_of(response)["code"] == "invalid_fields"
@@ -592,9 +585,9 @@ def test_a_replay_ignores_key_order_and_white_space(client):
 
 def test_a_replay_treats_currency_case_as_the_same_body(client):
     """Fingerprints are taken after normalizing: `USD` and `usd` are the same body."""
-    first = create(client, with_changes(currency="USD"), key="order-1")
+    first = create(client, order_body(currency="USD"), key="order-1")
 
-    response = post_order(client, with_changes(currency="usd"), key="order-1")
+    response = post_order(client, order_body(currency="usd"), key="order-1")
 
     assert response.status_code == 200
     assert response.json()["id"] == first["id"]
@@ -624,7 +617,7 @@ def test_same_key_with_another_body_answers_422(client, dispatched):
     """Reusing a key for a different body: 422 `idempotency_key_reused`, nothing new."""
     first = create(client, key="order-1")
 
-    response = post_order(client, with_changes(amount=2000), key="order-1")
+    response = post_order(client, order_body(amount=2000), key="order-1")
 
     assert response.status_code == 422
     assert error_of(response)["code"] == "idempotency_key_reused"
@@ -777,11 +770,9 @@ def test_get_shows_send_progress_and_compensations(client):
     charge.remote_id = "ch_123"
     charge.first_attempt_at = charge.last_attempt_at = charge.finished_at = charge.created_at
     charge.save()
-    Send.objects.create(
-        order_id=data["id"],
-        operation=Send.Operation.PAYMENT_REFUND,
-        method="POST",
-        path="/v1/refunds",
+    create_send(
+        charge.order,
+        Send.Operation.PAYMENT_REFUND,
         status=Send.Status.FAILED,
         failure_kind=Send.FailureKind.UNKNOWN,
         error="timeout",

@@ -7,13 +7,12 @@ tests' database 9), its own SQLite file, and none of the test suite's settings.
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from devstack import clean_environment
+from tests.processes import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 240
 
 

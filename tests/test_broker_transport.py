@@ -17,8 +17,8 @@ import redis
 from celery import Celery
 
 from devstack import free_port, redis_server_binary
-from tests import helpers
-from tests.conftest import LOG_DIR, ROOT
+from tests.helpers import wait_until
+from tests.processes import LOG_DIR, ROOT
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,10 +42,6 @@ def _answers(client):
         return client.ping()
     except redis.RedisError:
         return False
-
-
-def wait_until(predicate, timeout, what):
-    helpers.wait_until(predicate, timeout, what=f"{what} (logs in {LOG_DIR})")
 
 
 def answers_ping(url, destination):
@@ -82,8 +78,10 @@ def test_worker_survives_a_redis_restart_with_unacknowledged_messages(own_redis,
     monkeypatch.delenv("CELERY_BROKER_URL")
     name = f"transport-{uuid.uuid4().hex[:6]}"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    worker_log = LOG_DIR / "worker-transport.log"
+    see_log = f"(log: {worker_log})"
     env = os.environ | {"CELERY_BROKER_URL": url, "REDIS_URL": url}
-    with open(LOG_DIR / "worker-transport.log", "wb") as log:
+    with open(worker_log, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "default",
              "--pool", "threads", "--concurrency", "2", "--without-gossip",
@@ -93,17 +91,19 @@ def test_worker_survives_a_redis_restart_with_unacknowledged_messages(own_redis,
     app = Celery("transport-test", broker=url, set_as_current=False)
     destination = [f"{name}@{socket.gethostname()}"]
     try:
-        wait_until(lambda: answers_ping(url, destination), 40, "worker")
+        wait_until(lambda: answers_ping(url, destination), 40, f"worker {see_log}")
         app.send_task(
             "tasks.settle.settle_order", args=([], str(uuid.uuid4())), queue="default",
             countdown=120,
         )  # fmt: skip
         broker = redis.Redis.from_url(url)
-        wait_until(lambda: broker.hlen("unacked") > 0, 10, "a message held unacknowledged")
+        wait_until(
+            lambda: broker.hlen("unacked") > 0, 10, f"a message held unacknowledged {see_log}"
+        )
 
         restart_redis()
 
-        wait_until(lambda: answers_ping(url, destination), 20, "the worker reconnected")
+        wait_until(lambda: answers_ping(url, destination), 20, f"the worker reconnected {see_log}")
         assert worker.poll() is None, "the worker exited after the Redis restart"
     finally:
         app.close()

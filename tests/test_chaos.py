@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from devstack import RABBITMQ_HOST, RABBITMQ_PORT, clean_environment, rabbitmq_answers
-from tests.conftest import ROOT, database_url
+from tests.processes import ROOT, database_url
 
 pytestmark = [pytest.mark.integration]
 

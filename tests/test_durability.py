@@ -4,18 +4,15 @@ A killed worker, a broker down when an order arrives, the database down while a 
 call is in flight, and every kind of lost message the sweeper (under real beat) re-drives.
 """
 
-import datetime
 import time
 
 import pytest
-from django.utils import timezone
 
-from dualsend_app import orders
 from dualsend_app.models import Order, Redrive, Send
 from tests import environment
+from tests.factories import stranded_order
 from tests.helpers import (
     new_request_id,
-    order_body,
     place_order,
     sends_by_operation,
     wait_final,
@@ -35,33 +32,6 @@ def charge_in_flight(order_id):
 
 def charge_requests(sim, rid):
     return [e for e in sim.requests_log(request_id=rid) if e["path"] == "/v1/charges"]
-
-
-def stranded_order(*, status, age_seconds=30, **send_states):
-    """An order as a lost message leaves it: rows in the database, nothing in the broker."""
-    created = timezone.now() - datetime.timedelta(seconds=age_seconds)
-    order = orders.Order.objects.create(
-        client="test",
-        request_fingerprint="f",
-        payload=order_body(),
-        correlation_id=new_request_id(),
-        status=status,
-        created_at=created,
-        dispatched_at=None if status == Order.Status.PENDING else created,
-    )
-    for operation, (send_status, finished) in send_states.items():
-        method, path, body = orders.clients.build_request(operation, order)
-        Send.objects.create(
-            order=order,
-            operation=operation,
-            method=method,
-            path=path,
-            request_body=body,
-            status=send_status,
-            created_at=created,
-            finished_at=created if finished else None,
-        )
-    return order
 
 
 def redrive_kinds(order_id):

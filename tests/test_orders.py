@@ -4,7 +4,7 @@ import pytest
 
 from dualsend_app import orders
 from dualsend_app.models import Order, Send
-from tests.helpers import order_body
+from tests.factories import create_order, create_send
 
 Op = Send.Operation
 S = Send.Status
@@ -15,20 +15,17 @@ K = Send.FailureKind
 def no_broker(monkeypatch):
     """Nothing is published here: record what would have been."""
     published = []
-    monkeypatch.setattr(orders.dispatch, "enqueue_compensations", published.extend)
-    monkeypatch.setattr(orders.dispatch, "dispatch_order", published.append)
+    monkeypatch.setattr(orders.enqueue, "enqueue_compensations", published.extend)
+    monkeypatch.setattr(orders.enqueue, "dispatch_order", published.append)
     return published
 
 
 def order_with(status=Order.Status.DISPATCHED, **sends):
-    order = Order.objects.create(
-        client="c", request_fingerprint="f", payload=order_body(), correlation_id="r",
-        status=status,
-    )
+    """An order whose sends are each (status, failure kind, nothing to undo)."""
+    order = create_order(status=status, header_sends=False)
     for operation, (send_status, kind, nothing_to_undo) in sends.items():
-        Send.objects.create(
-            order=order, operation=operation, method="POST", path="/", status=send_status,
-            failure_kind=kind, nothing_to_undo=nothing_to_undo,
+        create_send(
+            order, operation, status=send_status, failure_kind=kind, nothing_to_undo=nothing_to_undo
         )
     return order
 

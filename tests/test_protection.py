@@ -13,8 +13,8 @@ from django.utils import timezone
 from devstack import SimulatorControl
 from dualsend_app.models import BreakerTransition, Order, Send
 from tests import environment
-from tests.conftest import Worker
 from tests.helpers import new_request_id, place_order, wait_final, wait_until
+from tests.processes import Worker
 
 pytestmark = [pytest.mark.integration]
 

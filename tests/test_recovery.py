@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from dualsend_app import recovery
 from dualsend_app.models import Order, Redrive, Send
-from tests.test_durability import stranded_order
+from tests.factories import stranded_order
 
 Op = Send.Operation
 GRACE = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
@@ -18,9 +18,9 @@ GRACE = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
 def published(monkeypatch):
     """What the sweeper would have put on the broker."""
     sent = []
-    monkeypatch.setattr(recovery.dispatch, "enqueue_send", lambda s: sent.append(s.pk) or True)
-    monkeypatch.setattr(recovery.dispatch, "enqueue_settle", lambda oid: sent.append(oid) or True)
-    monkeypatch.setattr(recovery.dispatch, "dispatch_order", lambda oid: sent.append(oid) or True)
+    monkeypatch.setattr(recovery.enqueue, "enqueue_send", lambda s: sent.append(s.pk) or True)
+    monkeypatch.setattr(recovery.enqueue, "enqueue_settle", lambda oid: sent.append(oid) or True)
+    monkeypatch.setattr(recovery.enqueue, "dispatch_order", lambda oid: sent.append(oid) or True)
     return sent
 
 

@@ -19,10 +19,11 @@ import pytest
 import requests
 
 from devstack import SimulatorControl, free_port
+from tests.helpers import wait_until
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.simulators
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 INVENTORY_TOKEN = "test-inventory-token"
 PAYMENT_KEY = "test-payment-key"
 HTTP_TIMEOUT_S = 5.0
@@ -66,7 +67,7 @@ def start_simulator(log_path: Path, *extra_args: str) -> RunningSimulator:
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True
         )
     simulator = RunningSimulator(
         process=process,
@@ -396,7 +397,9 @@ def test_same_key_while_the_first_runs_is_409_in_progress(simulator, order_id):
     simulator.inventory.script("slow", "reserve", [{"delay_ms": 1000}])
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(reserve, simulator, order_id, key=key, request_id="slow")
-        wait_until(lambda: simulator.inventory.ledger(order_id)["reserved"] == 1)
+        wait_until(
+            lambda: simulator.inventory.ledger(order_id)["reserved"] == 1, 5, "the reservation"
+        )
         # The effect is already in the ledger while the first answer is still pending.
         assert not first.done()
 
@@ -423,7 +426,7 @@ def test_a_client_that_times_out_still_finds_the_effect_and_its_answer(simulator
             timeout=0.2,
         )
     assert simulator.payment.ledger(order_id)["charged"] == 1  # acted before the sleep
-    wait_until(lambda: charge(simulator, order_id, key=key).status_code != 409)
+    wait_until(lambda: charge(simulator, order_id, key=key).status_code != 409, 5, "the answer")
 
     retry = charge(simulator, order_id, key=key)
     assert retry.status_code == 201
@@ -747,11 +750,3 @@ def test_sigterm_stops_the_simulator_cleanly(tmp_path):
     assert stop_simulator(running) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{running.inventory_url}/_sim/health", timeout=HTTP_TIMEOUT_S)
-
-
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)

@@ -1,0 +1,100 @@
+"""Child processes of the integration tests: started in a group of their own, logged, stopped.
+
+The session's simulators and worker (tests/conftest.py), and the workers a test module
+runs with a configuration of its own, all start here.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from django.db import connection
+
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "var" / "test-logs"
+
+
+def start_process(name: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
+    """A child process in its own group, its output in var/test-logs/<name>.log."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115  (closed in stop_process)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    process.log = log
+    return process
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds; the log is closed either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    process.log.close()
+
+
+def database_url() -> str:
+    """The test database, as a URL a subprocess can read."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{host}:{port}/{db['NAME']}"
+
+
+class Worker:
+    """A real `celery worker` subprocess that a test may kill (SIGKILL) and start again."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        queues: str = "api.inventory,api.payment,default",
+        concurrency: int = 8,
+        name: str = "w",
+    ) -> None:
+        self.env = env
+        self.queues = queues
+        self.concurrency = concurrency
+        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the worker and return once it answers a ping."""
+        from project.celery import app
+
+        self.process = start_process(
+            f"worker-{self.name.split('-')[0]}",
+            [sys.executable, "-m", "celery", "-A", "project", "worker",
+             "-Q", self.queues, "--pool", "threads", "--concurrency", str(self.concurrency),
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "-n", f"{self.name}@%h"],
+            self.env,
+        )  # fmt: skip
+        destination = [f"{self.name}@{socket.gethostname()}"]
+        wait_until(
+            lambda: bool(app.control.ping(destination=destination, timeout=0.5)),
+            40,
+            f"celery worker {self.name}",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost machine would: nothing is cleaned up."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process.log.close()
+
+    def stop(self) -> None:
+        stop_process(self.process)
