@@ -6,6 +6,8 @@ re-drive the failed compensations of a `needs_attention` order, through the same
 business rule the workers use (`orders.redrive_compensations`).
 """
 
+import datetime
+
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -17,7 +19,9 @@ from .models import Attempt, Order, Redrive, Send
 from .resilience import admin as resilience_admin  # noqa: F401
 
 
-def milliseconds_between(start, end):
+def milliseconds_between(
+    start: datetime.datetime | None, end: datetime.datetime | None
+) -> int | None:
     """Whole milliseconds from `start` to `end`, or None while either is missing."""
     if start is None or end is None:
         return None
@@ -44,28 +48,32 @@ class SendDurationMixin:
         return milliseconds_between(send.first_attempt_at, send.finished_at)
 
 
+# What a send is at a glance: its row on the order page, and the head of its own page.
+SEND_SUMMARY_FIELDS = (
+    "operation",
+    "partner",
+    "status",
+    "failure_kind",
+    "attempts",
+    "deferrals",
+    "remote_id",
+    "last_status_code",
+    "error",
+    "idempotency_key",
+    "first_attempt_at",
+    "last_attempt_at",
+    "finished_at",
+    "duration_ms",
+)
+
+
 class SendInline(SendDurationMixin, ReadOnlyAdminMixin, admin.TabularInline):
     """An order's sends; each row links to its Send page, where its attempts are."""
 
     model = Send
     extra = 0
     show_change_link = True
-    fields = readonly_fields = (
-        "operation",
-        "partner",
-        "status",
-        "failure_kind",
-        "attempts",
-        "deferrals",
-        "remote_id",
-        "last_status_code",
-        "error",
-        "idempotency_key",
-        "first_attempt_at",
-        "last_attempt_at",
-        "finished_at",
-        "duration_ms",
-    )
+    fields = readonly_fields = SEND_SUMMARY_FIELDS
 
 
 class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -234,29 +242,17 @@ class SendAdmin(SendDurationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (AttemptInline,)
     fields = readonly_fields = (
         "order_link",
-        "operation",
-        "partner",
-        "status",
-        "failure_kind",
+        *SEND_SUMMARY_FIELDS,
+        # What only the send's own page shows: the exact request, the claim and its timing.
         "nothing_to_undo",
-        "idempotency_key",
         "method",
         "path",
         "request_body",
-        "attempts",
-        "deferrals",
         "budget_starts_after",
-        "remote_id",
-        "last_status_code",
-        "error",
         "lease_expires_at",
         "next_attempt_at",
         "created_at",
         "started_at",
-        "first_attempt_at",
-        "last_attempt_at",
-        "finished_at",
-        "duration_ms",
     )
 
     @admin.display(description="order", ordering="order__created_at")

@@ -6,5 +6,5 @@ class DualsendConfig(AppConfig):
     verbose_name = "dualsend"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self):
+    def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)

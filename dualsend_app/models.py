@@ -6,13 +6,17 @@ task delivered twice does nothing the second time.
 """
 
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from .partners.outcomes import AnswerOutcome
 
-def new_idempotency_key():
+
+def new_idempotency_key() -> str:
     return str(uuid.uuid4())
 
 
@@ -66,18 +70,20 @@ class Order(models.Model):
             models.Index(fields=["status", "created_at"], name="order_status_created"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"order {self.id} ({self.status})"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("order-detail", kwargs={"order_id": str(self.id)})
 
     @property
-    def is_final(self):
+    def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
 
     @classmethod
-    def claim(cls, order_id, *, from_statuses, **changes):
+    def claim(
+        cls, order_id: uuid.UUID | str, *, from_statuses: Iterable[str], **changes: Any
+    ) -> bool:
         """Move an order out of one of `from_statuses`; True when this caller won."""
         updated = cls.objects.filter(pk=order_id, status__in=from_statuses).update(
             **changes, updated_at=timezone.now()
@@ -161,34 +167,34 @@ class Send(models.Model):
             models.Index(fields=["status", "created_at"], name="send_status_created"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.operation} for order {self.order_id} ({self.status})"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.partner = self.operation.split(".", 1)[0]
         super().save(*args, **kwargs)
 
     @property
-    def is_final(self):
+    def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
 
     @property
-    def is_compensation(self):
+    def is_compensation(self) -> bool:
         return self.operation not in self.HEADER_OPERATIONS
 
     @property
-    def attempts_in_budget(self):
+    def attempts_in_budget(self) -> int:
         return self.attempts - self.budget_starts_after
 
     @property
-    def may_have_taken_effect(self):
+    def may_have_taken_effect(self) -> bool:
         """Succeeded, or failed without a definite no: it needs undoing."""
         return self.status == self.Status.SUCCEEDED or (
             self.status == self.Status.FAILED and self.failure_kind == self.FailureKind.UNKNOWN
         )
 
     @property
-    def undid_something(self):
+    def undid_something(self) -> bool:
         return (
             self.is_compensation
             and self.status == self.Status.SUCCEEDED
@@ -197,11 +203,6 @@ class Send(models.Model):
 
 
 class Attempt(models.Model):
-    class Outcome(models.TextChoices):
-        SUCCEEDED = "succeeded"
-        RETRY = "retry"
-        FAILED = "failed"
-
     send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="attempt_rows")
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
@@ -209,7 +210,7 @@ class Attempt(models.Model):
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     # The partner's error code, or the exception for a call with no answer.
     error = models.TextField(blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    outcome = models.CharField(max_length=16, choices=AnswerOutcome.choices)
     will_retry = models.BooleanField(default=False)
     retry_in_seconds = models.FloatField(null=True, blank=True)
 
@@ -219,7 +220,7 @@ class Attempt(models.Model):
             models.UniqueConstraint(fields=["send", "number"], name="attempt_unique_number"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"attempt {self.number} of {self.send}"
 
 
@@ -242,7 +243,7 @@ class Redrive(models.Model):
     class Meta:
         ordering = ["at", "id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.get_kind_display()} for order {self.order_id}"
 
 
@@ -267,5 +268,5 @@ class BreakerTransition(models.Model):
             models.Index(fields=["partner", "at"], name="breaker_partner_at"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.partner} breaker {self.from_state} → {self.to_state}"

@@ -9,14 +9,16 @@ Every change is a conditional update: a duplicate settle or compensation changes
 """
 
 import logging
+import uuid
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tasks import dispatch
-
+from . import enqueue
 from .models import Order, Send
 from .partners import clients
 
@@ -33,7 +35,14 @@ class SettleResult(StrEnum):
     NEEDS_ATTENTION = Order.Status.NEEDS_ATTENTION
 
 
-def create_order(*, client, idempotency_key, fingerprint, payload, correlation_id):
+def create_order(
+    *,
+    client: str,
+    idempotency_key: str,
+    fingerprint: str,
+    payload: dict[str, Any],
+    correlation_id: str,
+) -> Order:
     """Save the order and its two sends in one transaction; dispatch once it commits."""
     with transaction.atomic():
         order = Order.objects.create(
@@ -45,19 +54,19 @@ def create_order(*, client, idempotency_key, fingerprint, payload, correlation_i
         )
         for operation in Send.HEADER_OPERATIONS:
             _create_send(order, operation)
-        transaction.on_commit(lambda: dispatch.dispatch_order(order.pk), robust=True)
+        transaction.on_commit(lambda: enqueue.dispatch_order(order.pk), robust=True)
     logger.info("order=%s request_id=%s created", order.pk, correlation_id)
     return order
 
 
-def _create_send(order, operation):
+def _create_send(order: Order, operation: str) -> Send:
     method, path, body = clients.build_request(operation, order)
     return Send.objects.create(
         order=order, operation=operation, method=method, path=path, request_body=body
     )
 
 
-def settle(order_id):
+def settle(order_id: uuid.UUID | str) -> SettleResult:
     """Read both outcomes from the database and move the order on (allSettled)."""
     order = Order.objects.get(pk=order_id)
     if order.status not in (Order.Status.PENDING, Order.Status.DISPATCHED):
@@ -73,7 +82,12 @@ def settle(order_id):
     return _start_compensation(order, headers, to_undo)
 
 
-def _finish(order, status, reason, from_statuses=(Order.Status.PENDING, Order.Status.DISPATCHED)):
+def _finish(
+    order: Order,
+    status: str,
+    reason: str,
+    from_statuses: Iterable[str] = (Order.Status.PENDING, Order.Status.DISPATCHED),
+) -> SettleResult:
     won = Order.claim(
         order.pk,
         from_statuses=from_statuses,
@@ -93,7 +107,7 @@ def _finish(order, status, reason, from_statuses=(Order.Status.PENDING, Order.St
     return SettleResult(status)
 
 
-def _start_compensation(order, headers, to_undo):
+def _start_compensation(order: Order, headers: list[Send], to_undo: list[Send]) -> SettleResult:
     """Claim the order for compensation and create the undo sends, in one transaction."""
     reason = f"undoing {', '.join(s.operation for s in to_undo)}: {_failure_summary(headers)}"
     with transaction.atomic():
@@ -109,12 +123,12 @@ def _start_compensation(order, headers, to_undo):
             _create_send(order, Send.COMPENSATION_OF[send.operation]) for send in to_undo
         ]
         ids = [send.pk for send in compensations]
-        transaction.on_commit(lambda: dispatch.enqueue_compensations(ids), robust=True)
+        transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
     logger.info("order=%s request_id=%s compensating: %s", order.pk, order.correlation_id, reason)
     return SettleResult.COMPENSATING
 
 
-def _failure_summary(sends):
+def _failure_summary(sends: Iterable[Send]) -> str:
     return "; ".join(
         f"{send.operation} {send.status}"
         + (f" ({send.failure_kind}: {send.error})" if send.status == Send.Status.FAILED else "")
@@ -122,7 +136,7 @@ def _failure_summary(sends):
     )
 
 
-def finish_compensation(order_id):
+def finish_compensation(order_id: uuid.UUID | str) -> SettleResult | None:
     """Once every compensation is final: compensated, failed, or needs_attention."""
     order = Order.objects.get(pk=order_id)
     if order.status != Order.Status.COMPENSATING:
@@ -143,7 +157,7 @@ def finish_compensation(order_id):
     return _finish(order, status, reason, from_statuses=(Order.Status.COMPENSATING,))
 
 
-def redrive_compensations(order_id):
+def redrive_compensations(order_id: uuid.UUID | str) -> int:
     """An operator's re-drive of a needs_attention order: retry its failed compensations.
 
     Same idempotency keys, fresh attempt budget. Returns the number of sends re-driven.
@@ -172,5 +186,5 @@ def redrive_compensations(order_id):
             next_attempt_at=None,
             finished_at=None,
         )
-        transaction.on_commit(lambda: dispatch.enqueue_compensations(ids), robust=True)
+        transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
     return len(ids)

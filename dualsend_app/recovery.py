@@ -10,14 +10,14 @@ given up to `needs_attention` with the reason.
 
 import datetime
 import logging
+import uuid
+from collections.abc import Callable
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from tasks import dispatch
-
-from . import orders
+from . import enqueue, orders
 from .models import Order, Redrive, Send
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 
 
-def sweep(now=None):
+def sweep(now: datetime.datetime | None = None) -> dict[str, int]:
     """Run every rule once; returns how many items each one re-drove."""
     now = now or timezone.now()
     grace = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
@@ -39,14 +39,14 @@ def sweep(now=None):
     }
 
 
-def not_redriven_since(since, *kinds, order_ref="pk"):
+def not_redriven_since(since: datetime.datetime, *kinds: str, order_ref: str = "pk") -> Q:
     """No re-drive of these kinds since `since`: a re-driven message waiting in a busy
     queue is not lost, and sending it again on every sweep would only lengthen the queue."""
     recent = Redrive.objects.filter(order_id=OuterRef(order_ref), kind__in=kinds, at__gte=since)
     return ~Exists(recent)
 
 
-def expire_old_orders(now):
+def expire_old_orders(now: datetime.datetime) -> int:
     """Not final past the maximum age: needs_attention, with the state of every send."""
     too_old = now - datetime.timedelta(seconds=settings.DUALSEND_ORDER_MAX_AGE_SECONDS)
     count = 0
@@ -63,12 +63,12 @@ def expire_old_orders(now):
             status_reason=reason,
             settled_at=now,
         ):
-            record(order.pk, Redrive.Kind.EXPIRED, reason)
+            record_redrive(order.pk, Redrive.Kind.EXPIRED, reason)
             count += 1
     return count
 
 
-def redispatch_undispatched_orders(created_before):
+def redispatch_undispatched_orders(created_before: datetime.datetime) -> int:
     """Still pending: the chord never reached the broker (it was down at commit)."""
     pending = Order.objects.filter(
         not_redriven_since(created_before, Redrive.Kind.DISPATCH),
@@ -76,22 +76,27 @@ def redispatch_undispatched_orders(created_before):
         created_at__lt=created_before,
     )
     return redrive_each(
-        pending, dispatch.dispatch_order, Redrive.Kind.DISPATCH, "chord dispatched again"
+        pending, enqueue.dispatch_order, Redrive.Kind.DISPATCH, "chord dispatched again"
     )
 
 
-def redrive_each(orders, enqueue, kind, reason):
-    """`enqueue(order_id)` for up to BATCH of `orders`; a `Redrive` row for each that
+def redrive_each(
+    stranded: QuerySet[Order],
+    publish: Callable[[uuid.UUID], bool],
+    kind: Redrive.Kind,
+    reason: str,
+) -> int:
+    """`publish(order_id)` for up to BATCH of the `stranded` orders; a `Redrive` row for each that
     went out. Returns how many did."""
     count = 0
-    for order_id in orders.values_list("pk", flat=True)[:BATCH]:
-        if enqueue(order_id):
-            record(order_id, kind, reason)
+    for order_id in stranded.values_list("pk", flat=True)[:BATCH]:
+        if publish(order_id):
+            record_redrive(order_id, kind, reason)
             count += 1
     return count
 
 
-def requeue_lost_sends(now, due_before):
+def requeue_lost_sends(now: datetime.datetime, due_before: datetime.datetime) -> int:
     """A send whose next step is long overdue: its message was lost. Enqueue it alone.
 
     Pending and overdue (never picked up, or its retry message vanished), or in flight
@@ -111,15 +116,15 @@ def requeue_lost_sends(now, due_before):
     )
     count = 0
     for send in lost.select_related("order")[:BATCH]:
-        if not dispatch.enqueue_send(send):
+        if not enqueue.enqueue_send(send):
             continue
         kind = Redrive.Kind.COMPENSATION if send.is_compensation else Redrive.Kind.SEND
-        record(send.order_id, kind, f"{send.operation} was {send.status}: enqueued again")
+        record_redrive(send.order_id, kind, f"{send.operation} was {send.status}: enqueued again")
         count += 1
     return count
 
 
-def resettle_forgotten_orders(finished_before):
+def resettle_forgotten_orders(finished_before: datetime.datetime) -> int:
     """Both sends final for a while, the order still dispatched: the callback was lost."""
     # A dispatched order has only its two header sends.
     unsettled = Order.objects.filter(status=Order.Status.DISPATCHED).exclude(
@@ -130,13 +135,13 @@ def resettle_forgotten_orders(finished_before):
     )
     return redrive_each(
         unsettled,
-        dispatch.enqueue_settle,
+        enqueue.enqueue_settle,
         Redrive.Kind.SETTLE,
         "both sends final, settle enqueued again",
     )
 
 
-def finish_forgotten_compensations(finished_before):
+def finish_forgotten_compensations(finished_before: datetime.datetime) -> int:
     """Compensating with every compensation final: close it here (a database update)."""
     stuck = Order.objects.filter(status=Order.Status.COMPENSATING).exclude(
         sends__status__in=(Send.Status.PENDING, Send.Status.IN_FLIGHT)
@@ -146,12 +151,12 @@ def finish_forgotten_compensations(finished_before):
     for order_id in stuck.values_list("pk", flat=True)[:BATCH]:
         result = orders.finish_compensation(order_id)
         if result and result != orders.SettleResult.ALREADY_SETTLED:
-            record(order_id, Redrive.Kind.FINISH, f"compensations closed: {result}")
+            record_redrive(order_id, Redrive.Kind.FINISH, f"compensations closed: {result}")
             count += 1
     return count
 
 
-def record(order_id, kind, detail):
+def record_redrive(order_id: uuid.UUID | str, kind: Redrive.Kind, detail: str) -> None:
     Redrive.objects.create(order_id=order_id, kind=kind, detail=detail)
     Order.objects.filter(pk=order_id).update(redrive_count=F("redrive_count") + 1)
     logger.warning("order=%s re-driven by the sweeper: %s (%s)", order_id, kind, detail)

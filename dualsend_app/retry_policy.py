@@ -29,19 +29,19 @@ def policy_for(send):
     if send.is_compensation:
         return Policy(
             max_attempts=settings.DUALSEND_COMPENSATION_MAX_ATTEMPTS,
-            backoff_base=config["backoff_base"],
-            backoff_max=config["backoff_max"],
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
             deadline=settings.DUALSEND_COMPENSATION_DEADLINE,
         )
     return Policy(
-        max_attempts=config["max_attempts"],
-        backoff_base=config["backoff_base"],
-        backoff_max=config["backoff_max"],
-        deadline=config["deadline"],
+        max_attempts=config.max_attempts,
+        backoff_base=config.backoff_base,
+        backoff_max=config.backoff_max,
+        deadline=config.deadline,
     )
 
 
-def backoff_delay(policy, attempts_made):
+def backoff_delay(policy: Policy, attempts_made: int) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**(n-1))] after the n-th attempt."""
     # Celery's helper counts whole units: work in milliseconds so that sub-second bases
     # (the tests use them) keep their jitter.
@@ -54,7 +54,7 @@ def backoff_delay(policy, attempts_made):
     return millis / 1000
 
 
-def next_delay(policy, attempts_made, retry_after):
+def next_delay(policy: Policy, attempts_made: int, retry_after: float | None) -> float:
     """Seconds to wait: never sooner than the partner's Retry-After."""
     delay = backoff_delay(policy, attempts_made)
     if retry_after is not None:
@@ -62,7 +62,7 @@ def next_delay(policy, attempts_made, retry_after):
     return delay
 
 
-def spread_later(seconds):
+def spread_later(seconds: float) -> float:
     """A wait of `seconds` made up to half as long again, at random.
 
     Every send that met one 429, or one shared pause, is told the same instant; if
@@ -73,8 +73,46 @@ def spread_later(seconds):
     return seconds * random.uniform(1.0, 1.5)
 
 
-def give_up_reason(policy, *, attempts_made, started_at, now, delay, count_attempts=True):
-    """Why the send must stop now, or '' when it may try again after `delay`.
+@dataclass(frozen=True)
+class RetryPlan:
+    """After a transient answer: try again in `delay` seconds, or stop, and why."""
+
+    delay: float | None
+    gave_up_because: str | None = None
+
+    @property
+    def retries(self) -> bool:
+        return self.delay is not None
+
+
+def plan_retry(
+    policy: Policy,
+    *,
+    attempts_made: int,
+    retry_after: float | None,
+    started_at: datetime.datetime,
+    now: datetime.datetime,
+) -> RetryPlan:
+    """When to try again after a transient answer, within the attempts and the deadline."""
+    delay = next_delay(policy, attempts_made, retry_after)
+    reason = give_up_reason(
+        policy, attempts_made=attempts_made, started_at=started_at, now=now, delay=delay
+    )
+    if reason is not None:
+        return RetryPlan(delay=None, gave_up_because=reason)
+    return RetryPlan(delay=delay)
+
+
+def give_up_reason(
+    policy: Policy,
+    *,
+    attempts_made: int,
+    started_at: datetime.datetime,
+    now: datetime.datetime,
+    delay: float,
+    count_attempts: bool = True,
+) -> str | None:
+    """Why the send must stop now, or None when it may try again after `delay`.
 
     A deferral (breaker open, rate limit) made no call, so it does not count attempts.
     """
@@ -83,4 +121,4 @@ def give_up_reason(policy, *, attempts_made, started_at, now, delay, count_attem
     deadline_at = started_at + datetime.timedelta(seconds=policy.deadline)
     if now + datetime.timedelta(seconds=delay) > deadline_at:
         return f"deadline of {policy.deadline:g}s passed after {attempts_made} attempts"
-    return ""
+    return None

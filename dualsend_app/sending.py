@@ -1,15 +1,18 @@
-"""One attempt of a Send: claim it, call the partner, record the attempt, decide what next.
+"""One delivery of a send, start to finish: wait, gate, claim, call, observe, record, next.
 
-The task in `tasks/sends.py` turns the decision into a Celery retry or a return value.
-Nothing here sleeps: a send that must wait says how long, and its task is rescheduled.
+`run(send_id)` is the whole pipeline of one delivery of a send task and returns a
+`NextStep`; the task in `tasks/sends.py` turns it into a Celery retry or a return value,
+and does nothing else. Nothing here sleeps: a send that must wait says how long, and its
+task is rescheduled.
 """
 
 import datetime
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -17,39 +20,89 @@ from django.utils import timezone
 from . import retry_policy
 from .models import Attempt, Send
 from .partners import clients, http
-from .partners.outcomes import Outcome
+from .partners.clients import PartnerResult
+from .partners.outcomes import AnswerOutcome
+from .resilience import gate
 
 logger = logging.getLogger(__name__)
+
+# The database was unreachable. Before a call, the task's autoretry waits for it; after a
+# call, the answer is kept and recorded by the retry, so the partner is not asked twice.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+KEPT_ANSWER_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class NextStep:
-    """What the task does after an attempt: retry in `retry_in` seconds, or stop."""
+    """What the task does after this delivery: stop, or run again in `retry_in` seconds.
+
+    `kept_answer` is a partner answer that could not be recorded (the database was down):
+    the next delivery records it instead of calling the partner again.
+    """
 
     retry_in: float | None = None
+    kept_answer: dict[str, Any] | None = None
 
     @property
-    def should_retry(self):
+    def should_retry(self) -> bool:
         return self.retry_in is not None
 
 
 STOP = NextStep()
 
 
-def lease_seconds(send):
+@dataclass(frozen=True)
+class CallMade:
+    """One HTTP call of a claimed send: what came back, when, and which claim made it."""
+
+    send: Send
+    result: PartnerResult
+    started_at: datetime.datetime
+    # The send's `attempts` when this delivery claimed it: its fence (see `record_attempt`).
+    attempt_number: int
+
+
+def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
+    """One delivery of a send task, in order: wait if told to, pass the gate, claim,
+    call, tell the gate what the answer said, record it, and say what comes next."""
+    if kept_answer is not None:
+        return record_kept_answer(send_id, kept_answer)
+    now = timezone.now()
+    send = Send.objects.get(pk=send_id)
+    if send.is_final:
+        return STOP  # a duplicate delivery: nothing to do
+    wait = seconds_to_wait(send, now)
+    if wait > 0:
+        # Early (a duplicate of a retry) or held by another delivery: come back then.
+        return NextStep(retry_in=wait)
+    mark_started(send_id, now)
+    admission = gate.admit(send.partner)
+    if not admission.allowed:
+        return defer(send_id, admission, now)
+    if not claim(send, now):
+        return STOP
+    call = attempt(send_id)
+    gate.observe(send.partner, answer=call.result.answer, decision=call.result.decision)
+    try:
+        return record_attempt(call)
+    except DATABASE_ERRORS:
+        logger.warning("send=%s answer kept; database unreachable, retrying", send_id)
+        return NextStep(retry_in=KEPT_ANSWER_RETRY_SECONDS, kept_answer=keep_answer(call))
+
+
+def lease_seconds(send: Send) -> float:
     """How long an in-flight claim holds: the longest a call can take, plus margin."""
-    config = settings.DUALSEND_PARTNERS[send.partner]
-    longest_call = config["connect_timeout"] + config["read_timeout"]
-    return longest_call + settings.DUALSEND_LEASE_MARGIN_SECONDS
+    partner = settings.DUALSEND_PARTNERS[send.partner]
+    return partner.longest_call_seconds + settings.DUALSEND_LEASE_MARGIN_SECONDS
 
 
-def mark_started(send_id, now):
+def mark_started(send_id: int, now: datetime.datetime) -> None:
     """The first pickup of a send starts its deadline (not its creation: an order that
     waited for a broker outage still gets its full time)."""
     Send.objects.filter(pk=send_id, started_at__isnull=True).update(started_at=now)
 
 
-def seconds_to_wait(send, now):
+def seconds_to_wait(send: Send, now: datetime.datetime) -> float:
     """>0 when this delivery must not call yet: the attempt is not due (a duplicate of a
     retry), or another delivery holds the send in flight and its lease still runs."""
     if send.status == Send.Status.PENDING and send.next_attempt_at:
@@ -59,7 +112,7 @@ def seconds_to_wait(send, now):
     return 0.0
 
 
-def claim(send, now):
+def claim(send: Send, now: datetime.datetime) -> bool:
     """pending → in_flight (or an in_flight whose worker died), counting the attempt.
 
     True when this delivery won the send; a duplicate delivery gets False and does nothing.
@@ -81,112 +134,113 @@ def claim(send, now):
     return updated == 1
 
 
-def attempt(send_id):
-    """Make one HTTP call for a claimed send. Returns the result and when it started."""
+def attempt(send_id: int) -> CallMade:
+    """Make one HTTP call for a claimed send."""
     send = Send.objects.select_related("order").get(pk=send_id)
     started_at = timezone.now()
     result = clients.call(send, request_id=send.order.correlation_id)
-    return send, result, started_at
+    return CallMade(
+        send=send, result=result, started_at=started_at, attempt_number=send.attempts
+    )
 
 
-def record(send, result, started_at, attempt_number):
-    """Write the Attempt row and move the send; return what the task does next.
+def record_attempt(call: CallMade) -> NextStep:
+    """Write the Attempt row and move the send, in one transaction; say what comes next.
 
-    `attempt_number` is this delivery's claim (the send's `attempts` when it claimed):
-    the send moves only if nobody claimed it since, so a delivery whose lease ran out
-    (its worker stalled, the database was down) cannot overwrite a newer attempt.
+    The send moves only if nobody claimed it since this delivery did (its attempt number
+    is the fence), so a delivery whose lease ran out (its worker stalled, the database
+    was down) cannot overwrite a newer attempt.
     """
-    decision = result.decision
-    answer = result.answer
+    send, decision, answer = call.send, call.result.decision, call.result.answer
     now = timezone.now()
-    step, give_up = _next_step(send, result, now)
+    plan = _retry_plan(send, call.result, now)
     with transaction.atomic():
         Attempt.objects.create(
             send=send,
-            number=attempt_number,
-            started_at=started_at,
+            number=call.attempt_number,
+            started_at=call.started_at,
             duration_ms=answer.duration_ms,
             status_code=answer.status_code,
             error=_attempt_error(answer),
             outcome=decision.outcome,
-            will_retry=step.should_retry,
-            retry_in_seconds=step.retry_in,
+            will_retry=plan.retries,
+            retry_in_seconds=plan.delay,
         )
-        changes = {
-            "last_status_code": answer.status_code,
-            "lease_expires_at": None,
-        }
-        if decision.outcome == Outcome.SUCCEEDED:
-            changes |= {
-                "status": Send.Status.SUCCEEDED,
-                "remote_id": result.remote_id,
-                "nothing_to_undo": decision.nothing_to_undo,
-                "error": "",
-                "finished_at": now,
-                "next_attempt_at": None,
-            }
-        elif step.should_retry:
-            changes |= {
-                "status": Send.Status.PENDING,
-                "error": decision.reason,
-                "next_attempt_at": now + datetime.timedelta(seconds=step.retry_in),
-            }
-        else:
-            changes |= {
-                "status": Send.Status.FAILED,
-                "failure_kind": (
-                    Send.FailureKind.DECLINED
-                    if decision.outcome == Outcome.FAILED
-                    else Send.FailureKind.UNKNOWN
-                ),
-                "error": f"{decision.reason}; {give_up}" if give_up else decision.reason,
-                "finished_at": now,
-                "next_attempt_at": None,
-            }
         still_ours = Send.objects.filter(
-            pk=send.pk, status=Send.Status.IN_FLIGHT, attempts=attempt_number
-        ).update(**changes)
-    _log_attempt(send, decision, step, give_up)
+            pk=send.pk, status=Send.Status.IN_FLIGHT, attempts=call.attempt_number
+        ).update(**_send_changes(call.result, plan, now))
+    _log_attempt(call, plan)
     if not still_ours:
         logger.warning(
-            "send=%s attempt %s recorded late: a newer claim owns the send", send.pk, attempt_number
+            "send=%s attempt %s recorded late: a newer claim owns the send",
+            send.pk,
+            call.attempt_number,
         )
         return STOP
-    return step
+    return NextStep(retry_in=plan.delay)
 
 
-def _next_step(send, result, now):
-    """Retry after a delay, or stop; with the reason for giving up, if it gave up."""
-    if result.decision.outcome != Outcome.RETRY:
-        return STOP, ""
-    policy = retry_policy.policy_for(send)
-    attempts_made = _attempts_against_budget(send, result)
-    delay = retry_policy.next_delay(policy, attempts_made, result.retry_after)
-    give_up = retry_policy.give_up_reason(
-        policy,
-        attempts_made=attempts_made,
+def _retry_plan(
+    send: Send, result: PartnerResult, now: datetime.datetime
+) -> retry_policy.RetryPlan:
+    """A transient answer: when to try again, or why not. A definite one: no retry."""
+    if result.decision.outcome is not AnswerOutcome.RETRY:
+        return retry_policy.RetryPlan(delay=None)
+    return retry_policy.plan_retry(
+        retry_policy.policy_for(send),
+        attempts_made=_attempts_against_budget(send, result),
+        retry_after=result.retry_after,
         started_at=send.started_at or now,
         now=now,
-        delay=delay,
     )
-    if give_up:
-        return STOP, give_up
-    return NextStep(retry_in=delay), ""
 
 
-def defer(send_id, admission, now):
+def _send_changes(
+    result: PartnerResult, plan: retry_policy.RetryPlan, now: datetime.datetime
+) -> dict[str, Any]:
+    """The send's new state after an answer: succeeded, pending a retry, or failed."""
+    decision = result.decision
+    changes: dict[str, Any] = {
+        "last_status_code": result.answer.status_code,
+        "lease_expires_at": None,
+    }
+    if decision.outcome is AnswerOutcome.SUCCEEDED:
+        return changes | {
+            "status": Send.Status.SUCCEEDED,
+            "remote_id": result.remote_id,
+            "nothing_to_undo": decision.nothing_to_undo,
+            "error": "",
+            "finished_at": now,
+            "next_attempt_at": None,
+        }
+    if plan.retries:
+        return changes | {
+            "status": Send.Status.PENDING,
+            "error": decision.reason,
+            "next_attempt_at": now + datetime.timedelta(seconds=plan.delay),
+        }
+    definite_no = decision.outcome is AnswerOutcome.FAILED
+    return changes | {
+        "status": Send.Status.FAILED,
+        "failure_kind": Send.FailureKind.DECLINED if definite_no else Send.FailureKind.UNKNOWN,
+        "error": "; ".join(filter(None, (decision.reason, plan.gave_up_because))),
+        "finished_at": now,
+        "next_attempt_at": None,
+    }
+
+
+def defer(send_id: int, admission: gate.Admission, now: datetime.datetime) -> NextStep:
     """The gate said not now: put the send off, or give up when its deadline would pass."""
     send = Send.objects.select_related("order").get(pk=send_id)
-    policy = retry_policy.policy_for(send)
     give_up = retry_policy.give_up_reason(
-        policy,
+        retry_policy.policy_for(send),
         attempts_made=send.attempts_in_budget,
         started_at=send.started_at or now,
         now=now,
         delay=admission.wait_seconds,
         count_attempts=False,
     )
-    if give_up:
+    if give_up is not None:
         _fail_unsent(send, f"{admission.reason}; {give_up}", now)
         return STOP
     wait = retry_policy.spread_later(admission.wait_seconds)
@@ -206,7 +260,7 @@ def defer(send_id, admission, now):
     return NextStep(retry_in=wait)
 
 
-def _fail_unsent(send, reason, now):
+def _fail_unsent(send: Send, reason: str, now: datetime.datetime) -> None:
     """Past the deadline without a call now: clean if no call was ever made."""
     kind = Send.FailureKind.NOT_SENT if send.attempts == 0 else Send.FailureKind.UNKNOWN
     Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
@@ -226,25 +280,30 @@ def _fail_unsent(send, reason, now):
     )
 
 
-def kept_answer(result, started_at, attempt_number):
+def keep_answer(call: CallMade) -> dict[str, Any]:
     """An answer whose bookkeeping failed (database down), as task arguments."""
     return {
-        "answer": result.answer.to_json(),
-        "started_at": started_at.isoformat(),
-        "attempt_number": attempt_number,
+        "answer": call.result.answer.to_json(),
+        "started_at": call.started_at.isoformat(),
+        "attempt_number": call.attempt_number,
     }
 
 
-def record_kept_answer(send_id, kept):
+def record_kept_answer(send_id: int, kept: dict[str, Any]) -> NextStep:
     """Record an answer kept across a retry: the partner is not called again."""
     send = Send.objects.select_related("order").get(pk=send_id)
     answer = http.WireAnswer.from_json(kept["answer"])
-    result = clients.interpret(send, answer)
-    started_at = datetime.datetime.fromisoformat(kept["started_at"])
-    return record(send, result, started_at, kept["attempt_number"])
+    return record_attempt(
+        CallMade(
+            send=send,
+            result=clients.interpret(send, answer),
+            started_at=datetime.datetime.fromisoformat(kept["started_at"]),
+            attempt_number=kept["attempt_number"],
+        )
+    )
 
 
-def _attempts_against_budget(send, result):
+def _attempts_against_budget(send: Send, result: PartnerResult) -> int:
     """Attempts that count against max_attempts: a 429 is the partner setting the pace,
     not failing, so it spends only the deadline (and Retry-After is always honoured)."""
     rate_limited = send.attempt_rows.filter(
@@ -253,7 +312,7 @@ def _attempts_against_budget(send, result):
     return send.attempts_in_budget - rate_limited
 
 
-def _attempt_error(answer):
+def _attempt_error(answer: http.WireAnswer) -> str:
     if answer.status_code is None:
         return answer.exception
     if answer.status_code >= 300:
@@ -261,21 +320,22 @@ def _attempt_error(answer):
     return ""
 
 
-def _log_attempt(send, decision, step, give_up):
+def _log_attempt(call: CallMade, plan: retry_policy.RetryPlan) -> None:
+    send, decision = call.send, call.result.decision
     logger.info(
         "order=%s request_id=%s send=%s attempt=%s outcome=%s reason=%s retry_in=%s %s",
         send.order_id,
         send.order.correlation_id,
         send.operation,
-        send.attempts,
+        call.attempt_number,
         decision.outcome,
         decision.reason,
-        step.retry_in,
-        give_up,
+        plan.delay,
+        plan.gave_up_because or "",
     )
 
 
-def summary(send_id):
+def summary(send_id: int) -> dict[str, Any]:
     """What a send task returns: enough for the chord's results, the database has the rest."""
     send = Send.objects.get(pk=send_id)
     return {"send": send.pk, "operation": send.operation, "status": send.status}

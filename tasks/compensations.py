@@ -1,15 +1,18 @@
 """Compensations: release the stock, refund the charge, then close the order."""
 
-from celery import shared_task
+from typing import Any
+
+from celery import Task, shared_task
 
 from dualsend_app import orders
 from dualsend_app.models import Send
 
-from .sends import SEND_TASK_OPTIONS, run_send
+from .options import ORDER_TASK_OPTIONS
+from .sends import run_send
 
 
-@shared_task(name="tasks.compensations.compensate", **SEND_TASK_OPTIONS)
-def compensate(self, send_id, kept_answer=None):
+@shared_task(name="tasks.compensations.compensate", **ORDER_TASK_OPTIONS)
+def compensate(self: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
     """Same path as a header send; whichever compensation finishes last closes the order."""
     summary = run_send(self, send_id, kept_answer)
     order_id = Send.objects.values_list("order_id", flat=True).get(pk=send_id)

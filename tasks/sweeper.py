@@ -9,6 +9,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 from django.conf import settings
 from redis import RedisError
+from redis.lock import Lock
 
 from dualsend_app import recovery
 from dualsend_app.resilience.redis_client import get_redis, key_prefix
@@ -20,7 +21,7 @@ LOCK_SECONDS = 60
 
 
 @shared_task(name="tasks.sweeper.sweep", ignore_result=True, acks_late=False)
-def sweep():
+def sweep() -> dict[str, int] | None:
     # acks_late off: a sweep lost with its worker is simply the next beat's sweep.
     lock = _sweep_lock()
     if lock is False:
@@ -37,7 +38,7 @@ def sweep():
     return counts
 
 
-def _sweep_lock():
+def _sweep_lock() -> Lock | bool | None:
     """The held lock shared by every worker; False when another sweep holds it; None
     (sweep anyway) when Redis cannot be asked."""
     timeout = max(LOCK_SECONDS, 2 * settings.DUALSEND_SWEEP_EVERY_SECONDS)
@@ -48,7 +49,7 @@ def _sweep_lock():
         return None
 
 
-def _release(lock):
+def _release(lock: Lock) -> None:
     # Expired, or Redis restarted: nothing left to release.
     with contextlib.suppress(RedisError):
         lock.release()

@@ -18,25 +18,17 @@ from django.conf import settings
 from dualsend_app import retry_policy
 from dualsend_app.models import Order, Send
 from dualsend_app.partners import clients, http
-from dualsend_app.partners.outcomes import Outcome
+from dualsend_app.partners.outcomes import AnswerOutcome
+from tests.helpers import order_body
 
 Op = Send.Operation
-INVENTORY = settings.DUALSEND_PARTNERS["inventory"]["base_url"]
-PAYMENT = settings.DUALSEND_PARTNERS["payment"]["base_url"]
+INVENTORY = settings.DUALSEND_PARTNERS["inventory"].base_url
+PAYMENT = settings.DUALSEND_PARTNERS["payment"].base_url
 
 
 def make_send(operation):
     """An unsaved Send with the request its partner module builds."""
-    order = Order(
-        id=uuid.uuid4(),
-        payload={
-            "items": [{"sku": "SKU-1", "quantity": 2}],
-            "amount": 1999,
-            "currency": "usd",
-            "payment_source": "tok_visa",
-        },
-        correlation_id="corr-1",
-    )
+    order = Order(id=uuid.uuid4(), payload=order_body(), correlation_id="corr-1")
     method, path, body = clients.build_request(operation, order)
     send = Send(order=order, operation=operation, method=method, path=path, request_body=body)
     send.partner = operation.split(".")[0]
@@ -56,38 +48,38 @@ def fake_answer(operation, status, body=None, headers=None):
 
 CONTRACT = [
     # (operation, status, error code, expected outcome)
-    (Op.INVENTORY_RESERVE, 201, None, Outcome.SUCCEEDED),
-    (Op.INVENTORY_RESERVE, 200, None, Outcome.SUCCEEDED),
-    (Op.INVENTORY_RESERVE, 409, "out_of_stock", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 409, "idempotency_in_progress", Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 400, "bad_request", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 401, "unauthorized", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 403, "forbidden", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 404, "not_found", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 422, "idempotency_key_reused", Outcome.FAILED),
-    (Op.INVENTORY_RESERVE, 408, None, Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 429, "rate_limited", Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 500, None, Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 502, None, Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 503, None, Outcome.RETRY),
-    (Op.INVENTORY_RESERVE, 504, None, Outcome.RETRY),
-    (Op.INVENTORY_RELEASE, 200, None, Outcome.SUCCEEDED),
-    (Op.INVENTORY_RELEASE, 404, "not_found", Outcome.SUCCEEDED),
-    (Op.INVENTORY_RELEASE, 503, None, Outcome.RETRY),
-    (Op.INVENTORY_RELEASE, 401, "unauthorized", Outcome.FAILED),
-    (Op.PAYMENT_CHARGE, 201, None, Outcome.SUCCEEDED),
-    (Op.PAYMENT_CHARGE, 402, "card_declined", Outcome.FAILED),
-    (Op.PAYMENT_CHARGE, 400, "bad_request", Outcome.FAILED),
-    (Op.PAYMENT_CHARGE, 404, "not_found", Outcome.FAILED),
-    (Op.PAYMENT_CHARGE, 422, "invalid_request", Outcome.FAILED),
-    (Op.PAYMENT_CHARGE, 408, None, Outcome.RETRY),
-    (Op.PAYMENT_CHARGE, 409, "idempotency_in_progress", Outcome.RETRY),
-    (Op.PAYMENT_CHARGE, 429, None, Outcome.RETRY),
-    (Op.PAYMENT_CHARGE, 500, None, Outcome.RETRY),
-    (Op.PAYMENT_CHARGE, 507, None, Outcome.RETRY),
-    (Op.PAYMENT_REFUND, 201, None, Outcome.SUCCEEDED),
-    (Op.PAYMENT_REFUND, 404, "not_found", Outcome.SUCCEEDED),
-    (Op.PAYMENT_REFUND, 502, None, Outcome.RETRY),
+    (Op.INVENTORY_RESERVE, 201, None, AnswerOutcome.SUCCEEDED),
+    (Op.INVENTORY_RESERVE, 200, None, AnswerOutcome.SUCCEEDED),
+    (Op.INVENTORY_RESERVE, 409, "out_of_stock", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 409, "idempotency_in_progress", AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 400, "bad_request", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 401, "unauthorized", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 403, "forbidden", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 404, "not_found", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 422, "idempotency_key_reused", AnswerOutcome.FAILED),
+    (Op.INVENTORY_RESERVE, 408, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 429, "rate_limited", AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 500, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 502, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 503, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RESERVE, 504, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RELEASE, 200, None, AnswerOutcome.SUCCEEDED),
+    (Op.INVENTORY_RELEASE, 404, "not_found", AnswerOutcome.SUCCEEDED),
+    (Op.INVENTORY_RELEASE, 503, None, AnswerOutcome.RETRY),
+    (Op.INVENTORY_RELEASE, 401, "unauthorized", AnswerOutcome.FAILED),
+    (Op.PAYMENT_CHARGE, 201, None, AnswerOutcome.SUCCEEDED),
+    (Op.PAYMENT_CHARGE, 402, "card_declined", AnswerOutcome.FAILED),
+    (Op.PAYMENT_CHARGE, 400, "bad_request", AnswerOutcome.FAILED),
+    (Op.PAYMENT_CHARGE, 404, "not_found", AnswerOutcome.FAILED),
+    (Op.PAYMENT_CHARGE, 422, "invalid_request", AnswerOutcome.FAILED),
+    (Op.PAYMENT_CHARGE, 408, None, AnswerOutcome.RETRY),
+    (Op.PAYMENT_CHARGE, 409, "idempotency_in_progress", AnswerOutcome.RETRY),
+    (Op.PAYMENT_CHARGE, 429, None, AnswerOutcome.RETRY),
+    (Op.PAYMENT_CHARGE, 500, None, AnswerOutcome.RETRY),
+    (Op.PAYMENT_CHARGE, 507, None, AnswerOutcome.RETRY),
+    (Op.PAYMENT_REFUND, 201, None, AnswerOutcome.SUCCEEDED),
+    (Op.PAYMENT_REFUND, 404, "not_found", AnswerOutcome.SUCCEEDED),
+    (Op.PAYMENT_REFUND, 502, None, AnswerOutcome.RETRY),
 ]
 
 
@@ -117,7 +109,7 @@ def test_no_answer_at_all_is_retried(exception):
     send = make_send(Op.PAYMENT_CHARGE)
     responses.add(send.method, PAYMENT + send.path, body=exception)
     result = clients.call(send, request_id="corr-1")
-    assert result.decision.outcome == Outcome.RETRY
+    assert result.decision.outcome == AnswerOutcome.RETRY
     assert result.answer.status_code is None
     assert type(exception).__name__ in result.answer.exception
 
@@ -214,9 +206,11 @@ def test_retry_after_wins_over_a_shorter_backoff_spread_a_little_later():
 def test_gives_up_at_max_attempts_and_at_the_deadline():
     """Stop after the last allowed attempt, or when the next would land past the deadline."""
     now = datetime.datetime.now(datetime.UTC)
-    assert retry_policy.give_up_reason(POLICY, attempts_made=6, started_at=now, now=now,
-                                       delay=1)
-    assert retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now, now=now,
-                                       delay=181)
-    assert not retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now,
-                                           now=now, delay=5)
+    assert retry_policy.give_up_reason(
+        POLICY, attempts_made=6, started_at=now, now=now, delay=1
+    ) == "gave up after 6 attempts"
+    assert retry_policy.give_up_reason(
+        POLICY, attempts_made=2, started_at=now, now=now, delay=181
+    ) == "deadline of 180s passed after 2 attempts"
+    assert retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now,
+                                       now=now, delay=5) is None

@@ -6,7 +6,6 @@ process started with `subprocess`, talking to the same Redis. Windows and open t
 shortened; timing assertions are generous bounds, never exact values.
 """
 
-import copy
 import dataclasses
 import json
 import logging
@@ -18,7 +17,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
@@ -27,16 +25,16 @@ from django.db import connections
 from django.urls import path, reverse
 
 from dualsend_app.models import BreakerTransition
+from dualsend_app.partners.http import WireAnswer
+from dualsend_app.partners.outcomes import decide
 from dualsend_app.resilience import admin as resilience_admin
 from dualsend_app.resilience import breaker, gate, redis_client
-from dualsend_app.resilience.breaker import Outcome
-from dualsend_app.resilience.config import configuration_errors
-from dualsend_app.resilience.ratelimit import parse_rate
+from dualsend_app.resilience.breaker import CallHealth
 from tests import environment
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
 PARTNER = "inventory"
 OTHER_PARTNER = "payment"
 MIN_CALLS = 4
@@ -72,11 +70,12 @@ def configure(settings):
     """configure(rate_limit="5/s", breaker={...}): change one partner's settings."""
 
     def apply(partner=PARTNER, *, breaker=None, **values):
-        partners = copy.deepcopy(settings.DUALSEND_PARTNERS)
-        partners[partner].update(values)
-        partners[partner]["breaker"].update(breaker or {})
-        settings.DUALSEND_PARTNERS = partners
-        return partners[partner]
+        config = settings.DUALSEND_PARTNERS[partner]
+        changed = dataclasses.replace(
+            config, **values, breaker=dataclasses.replace(config.breaker, **(breaker or {}))
+        )
+        settings.DUALSEND_PARTNERS = settings.DUALSEND_PARTNERS | {partner: changed}
+        return changed
 
     return apply
 
@@ -100,19 +99,18 @@ def small_breaker(configure):
         )
 
 
-def answer(status_code=200, *, transient=False, duration=0.01, headers=None, partner=PARTNER):
-    gate.observe(
-        partner,
-        status_code=status_code,
-        headers=headers or {},
-        duration_seconds=duration,
-        transient_failure=transient,
+def answer(status_code=200, *, error_code="", duration=0.01, headers=None, partner=PARTNER):
+    """Tell the gate about one answer, as the send path does after a call."""
+    wire = WireAnswer(
+        status_code=status_code, headers=headers or {}, duration_ms=round(duration * 1000)
     )
+    decision = decide(status_code=status_code, error_code=error_code, is_compensation=False)
+    gate.observe(partner, answer=wire, decision=decision)
 
 
 def fail(times=1, partner=PARTNER):
     for _ in range(times):
-        answer(503, transient=True, partner=partner)
+        answer(503, partner=partner)
 
 
 def succeed(times=1, *, duration=0.01, partner=PARTNER):
@@ -143,8 +141,19 @@ import django
 django.setup()
 from django.conf import settings
 settings.DUALSEND_RESILIENCE_KEY_PREFIX = sys.argv[1]
-settings.DUALSEND_PARTNERS = json.loads(sys.argv[2])
+from project.partner_settings import BreakerSettings, PartnerSettings
+settings.DUALSEND_PARTNERS = {
+    name: PartnerSettings(**config | {"breaker": BreakerSettings(**config["breaker"])})
+    for name, config in json.loads(sys.argv[2]).items()
+}
+from dualsend_app.partners.http import WireAnswer
+from dualsend_app.partners.outcomes import decide
 from dualsend_app.resilience import gate
+
+def observe(partner, status_code, headers=None):
+    wire = WireAnswer(status_code=status_code, headers=headers or {}, duration_ms=10)
+    decision = decide(status_code=status_code, error_code="", is_compensation=False)
+    gate.observe(partner, answer=wire, decision=decision)
 
 def emit(value):
     if dataclasses.is_dataclass(value):
@@ -174,7 +183,12 @@ def _run_in_other_process(body, settings, database_url):
             "-c",
             OTHER_PROCESS_PREAMBLE + textwrap.dedent(body),
             settings.DUALSEND_RESILIENCE_KEY_PREFIX,
-            json.dumps(settings.DUALSEND_PARTNERS),
+            json.dumps(
+                {
+                    name: dataclasses.asdict(config)
+                    for name, config in settings.DUALSEND_PARTNERS.items()
+                }
+            ),
         ],
         cwd=ROOT,
         env=os.environ
@@ -237,29 +251,30 @@ def test_breaker_opens_on_the_slow_call_rate(small_breaker):
 
 
 @pytest.mark.parametrize(
-    ("status_code", "transient", "outcome"),
+    ("status_code", "error_code", "health"),
     [
-        (503, True, Outcome.FAILURE),
-        (500, True, Outcome.FAILURE),
-        (408, True, Outcome.FAILURE),
-        (None, True, Outcome.FAILURE),  # timeout, connection refused or reset
-        (429, True, Outcome.NEUTRAL),
-        (409, True, Outcome.NEUTRAL),  # idempotency_in_progress
-        (409, False, Outcome.SUCCESS),  # out_of_stock: a definite, healthy "no"
-        (402, False, Outcome.SUCCESS),
-        (422, False, Outcome.SUCCESS),
-        (201, False, Outcome.SUCCESS),
+        (503, "", CallHealth.FAILURE),
+        (500, "", CallHealth.FAILURE),
+        (408, "", CallHealth.FAILURE),
+        (None, "", CallHealth.FAILURE),  # timeout, connection refused or reset
+        (429, "rate_limited", CallHealth.NEUTRAL),
+        (409, "idempotency_in_progress", CallHealth.NEUTRAL),
+        (409, "out_of_stock", CallHealth.SUCCESS),  # a definite, healthy "no"
+        (402, "card_declined", CallHealth.SUCCESS),
+        (422, "invalid_request", CallHealth.SUCCESS),
+        (201, "", CallHealth.SUCCESS),
     ],
 )
-def test_what_an_answer_says_about_health(status_code, transient, outcome):
+def test_what_an_answer_says_about_health(status_code, error_code, health):
     """Transient failures count against the partner; 429 and in-progress do not count."""
-    assert gate.health_outcome(status_code, transient) == outcome
+    decision = decide(status_code=status_code, error_code=error_code, is_compensation=False)
+    assert gate.call_health(decision) == health
 
 
 def test_a_429_storm_does_not_open_the_breaker(small_breaker):
     """429s are the partner pacing us, not failing: not counted in the window at all."""
     for _ in range(MIN_CALLS * 3):
-        answer(429, transient=True)
+        answer(429)
 
     state = gate.breaker_state(PARTNER)
     assert (state["state"], state["calls"], state["failures"]) == ("closed", 0, 0)
@@ -385,7 +400,7 @@ def test_a_429_probe_gives_its_slot_back(small_breaker):
     wait_until_open_time_is_over()
     assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
 
-    answer(429, transient=True)
+    answer(429)
 
     assert gate.admit(PARTNER).allowed
     assert gate.breaker_state(PARTNER)["state"] == "half_open"
@@ -418,8 +433,7 @@ def test_every_process_sees_the_same_breaker(small_breaker, configure, in_other_
     emitted = in_other_process(
         """
         for _ in range(2):
-            gate.observe("inventory", status_code=503, headers={}, duration_seconds=0.01,
-                         transient_failure=True)
+            observe("inventory", 503)
         emit(gate.breaker_state("inventory"))
         """
     )
@@ -483,8 +497,7 @@ def test_retry_after_from_one_worker_pauses_every_worker(small_breaker, in_other
     """A 429 with Retry-After: 3 seen in another process: here, wait ≈ 3 s before calling."""
     in_other_process(
         """
-        gate.observe("inventory", status_code=429, headers={"Retry-After": "3"},
-                     duration_seconds=0.01, transient_failure=True)
+        observe("inventory", 429, headers={"Retry-After": "3"})
         """
     )
 
@@ -498,8 +511,8 @@ def test_retry_after_from_one_worker_pauses_every_worker(small_breaker, in_other
 
 def test_a_shorter_retry_after_does_not_cut_an_earlier_pause(small_breaker):
     """Retry-After 3, then Retry-After 1 from a later answer: still ≈ 3 s."""
-    answer(429, transient=True, headers={"Retry-After": "3"})
-    answer(503, transient=True, headers={"retry-after": "1"})
+    answer(429, headers={"Retry-After": "3"})
+    answer(503, headers={"retry-after": "1"})
 
     assert gate.admit(PARTNER).wait_seconds > 2.0
 
@@ -538,52 +551,6 @@ def test_redis_unreachable_fails_open(small_breaker, settings, caplog, monkeypat
     assert admission == gate.Admission(allowed=True)
     assert "Redis unreachable" in caplog.text
     assert "failing open" in caplog.text
-
-
-@pytest.mark.parametrize(
-    "rate", ["50/s", "50/m", "50/h", "50/second", "50 per second", "50/minute", "10/2 seconds"]
-)
-def test_rates_in_either_syntax_are_accepted(configure, rate):
-    """Our short form (N/s, N/m, N/h) and the limits syntax both parse."""
-    configure(rate_limit=rate)
-
-    assert configuration_errors() == []
-    assert parse_rate(rate).amount in (50, 10)
-
-
-def test_bad_configuration_is_named_by_its_environment_variable(configure):
-    """Each bad value is reported under the variable to fix."""
-    configure(
-        rate_limit="fast",
-        slowdown_below=-1,
-        breaker={
-            "failure_rate": 0,
-            "slow_call_rate": 1.5,
-            "window": 0,
-            "open_seconds": -1,
-            "min_calls": 0,
-            "half_open_probes": 0,
-            "slow_call_seconds": 0,
-        },
-    )
-    configure(OTHER_PARTNER, rate_limit="0/s")
-
-    errors = dict(configuration_errors())
-
-    assert set(errors) == {
-        "INVENTORY_API_RATE_LIMIT",
-        "INVENTORY_API_SLOWDOWN_BELOW",
-        "INVENTORY_API_BREAKER_FAILURE_RATE",
-        "INVENTORY_API_BREAKER_SLOW_CALL_RATE",
-        "INVENTORY_API_BREAKER_WINDOW",
-        "INVENTORY_API_BREAKER_OPEN_SECONDS",
-        "INVENTORY_API_BREAKER_MIN_CALLS",
-        "INVENTORY_API_BREAKER_HALF_OPEN_PROBES",
-        "INVENTORY_API_BREAKER_SLOW_CALL_SECONDS",
-        "PAYMENT_API_RATE_LIMIT",
-    }
-    assert errors["INVENTORY_API_RATE_LIMIT"].startswith("INVENTORY_API_RATE_LIMIT")
-    assert "'fast'" in errors["INVENTORY_API_RATE_LIMIT"]
 
 
 @pytest.mark.urls(__name__)

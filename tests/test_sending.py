@@ -8,25 +8,27 @@ from django.utils import timezone
 from dualsend_app import sending
 from dualsend_app.models import Attempt, Order, Send
 from dualsend_app.partners import clients, http
-from tests.helpers import order_body
+from tests.factories import create_order
 
 Op = Send.Operation
 
 
 @pytest.fixture
 def charge(db):
-    order = Order.objects.create(
-        client="c", request_fingerprint="f", payload=order_body(), correlation_id="r",
-        status=Order.Status.DISPATCHED,
-    )
-    method, path, body = clients.build_request(Op.PAYMENT_CHARGE, order)
-    return Send.objects.create(
-        order=order, operation=Op.PAYMENT_CHARGE, method=method, path=path, request_body=body
-    )
+    """The pending charge of a dispatched order."""
+    order = create_order(status=Order.Status.DISPATCHED)
+    return order.sends.get(operation=Op.PAYMENT_CHARGE)
 
 
 def answered(send, status_code, body=None):
     return clients.interpret(send, http.WireAnswer(status_code=status_code, body=body or {}))
+
+
+def made(send, result, attempt_number):
+    """The call a delivery made with claim number `attempt_number`."""
+    return sending.CallMade(
+        send=send, result=result, started_at=timezone.now(), attempt_number=attempt_number
+    )
 
 
 def expire_lease(send):
@@ -61,14 +63,14 @@ def test_a_stale_delivery_cannot_overwrite_a_newer_claim(charge):
     sending.claim(charge, timezone.now())
     send = Send.objects.select_related("order").get(pk=charge.pk)
 
-    step = sending.record(send, answered(send, 503), timezone.now(), attempt_number=1)
+    step = sending.record_attempt(made(send, answered(send, 503), attempt_number=1))
 
     assert not step.should_retry
     send.refresh_from_db()
     assert (send.status, send.attempts) == (Send.Status.IN_FLIGHT, 2)
     assert Attempt.objects.filter(send=send, number=1, status_code=503).exists()
 
-    sending.record(send, answered(send, 201, {"charge_id": "ch_1"}), timezone.now(), 2)
+    sending.record_attempt(made(send, answered(send, 201, {"charge_id": "ch_1"}), 2))
     send.refresh_from_db()
     assert (send.status, send.remote_id) == (Send.Status.SUCCEEDED, "ch_1")
 
@@ -77,7 +79,7 @@ def test_a_kept_answer_is_recorded_without_calling_again(charge):
     """The answer carried across a database outage is recorded as the attempt it was."""
     sending.claim(charge, timezone.now())
     send = Send.objects.select_related("order").get(pk=charge.pk)
-    kept = sending.kept_answer(answered(send, 201, {"charge_id": "ch_9"}), timezone.now(), 1)
+    kept = sending.keep_answer(made(send, answered(send, 201, {"charge_id": "ch_9"}), 1))
 
     sending.record_kept_answer(charge.pk, kept)
 

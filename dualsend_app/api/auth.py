@@ -9,17 +9,18 @@ import hashlib
 import hmac
 
 from django.conf import settings
+from django.http import HttpRequest
 
 from . import errors
 
 CLIENT_ID_LENGTH = 16  # hex characters: 64 bits tell a handful of tokens apart
 
 
-def client_id(token):
+def client_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:CLIENT_ID_LENGTH]
 
 
-def authenticate(request):
+def authenticate(request: HttpRequest) -> str:
     """The client id of the request's bearer token; ApiError 401 when it is missing or wrong."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()

@@ -6,13 +6,23 @@
 the view wrapper turns it into a response with `error_response`.
 """
 
+from collections.abc import Iterable
+
 from django.http import JsonResponse
 
 
 class ApiError(Exception):
     """An answer other than success, raised anywhere below a view and rendered once."""
 
-    def __init__(self, status, code, message, *, fields=None, headers=None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -20,13 +30,20 @@ class ApiError(Exception):
         self.fields = fields
         self.headers = headers or {}
 
-    def response(self):
+    def response(self) -> JsonResponse:
         return error_response(
             self.status, self.code, self.message, fields=self.fields, headers=self.headers
         )
 
 
-def error_response(status, code, message, *, fields=None, headers=None):
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    fields: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
     error = {"code": code, "message": message}
     if fields:
         error["fields"] = dict(sorted(fields.items()))
@@ -36,7 +53,7 @@ def error_response(status, code, message, *, fields=None, headers=None):
     return response
 
 
-def unauthorized():
+def unauthorized() -> ApiError:
     return ApiError(
         401,
         "unauthorized",
@@ -45,23 +62,23 @@ def unauthorized():
     )
 
 
-def unsupported_media_type(message):
+def unsupported_media_type(message: str) -> ApiError:
     return ApiError(415, "unsupported_media_type", message)
 
 
-def payload_too_large(limit):
+def payload_too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
 
 
-def invalid_json(message):
+def invalid_json(message: str) -> ApiError:
     return ApiError(400, "invalid_json", message)
 
 
-def invalid_fields(fields):
+def invalid_fields(fields: dict[str, str]) -> ApiError:
     return ApiError(422, "invalid_fields", "some fields are invalid", fields=fields)
 
 
-def idempotency_key_reused():
+def idempotency_key_reused() -> ApiError:
     return ApiError(
         422,
         "idempotency_key_reused",
@@ -69,7 +86,7 @@ def idempotency_key_reused():
     )
 
 
-def idempotency_in_progress():
+def idempotency_in_progress() -> ApiError:
     return ApiError(
         409,
         "idempotency_in_progress",
@@ -78,11 +95,11 @@ def idempotency_in_progress():
     )
 
 
-def not_found():
+def not_found() -> ApiError:
     return ApiError(404, "not_found", "no such order")
 
 
-def method_not_allowed(method, allowed):
+def method_not_allowed(method: str, allowed: Iterable[str]) -> ApiError:
     return ApiError(
         405,
         "method_not_allowed",
@@ -91,5 +108,5 @@ def method_not_allowed(method, allowed):
     )
 
 
-def internal_error():
+def internal_error() -> ApiError:
     return ApiError(500, "internal_error", "unexpected server error; see the server log")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 from enum import StrEnum
+from typing import Any
 
 from django.db import IntegrityError
 
@@ -35,12 +36,14 @@ MAX_KEY_LENGTH = 255
 KEY_MESSAGE = f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
 
 
-class Outcome(StrEnum):
+class IntakeResult(StrEnum):
+    """What POST /api/orders did with a request: made a new order, or answered an old one."""
+
     CREATED = "created"
     REPLAYED = "replayed"
 
 
-def parse_key(raw):
+def parse_key(raw: str | None) -> tuple[str, str | None]:
     """(key, problem): '' when the header is absent; a problem message when it is unusable."""
     if raw is None:
         return "", None
@@ -50,13 +53,15 @@ def parse_key(raw):
     return key, None
 
 
-def fingerprint(payload):
+def fingerprint(payload: dict[str, Any]) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_or_replay(*, client, key, payload, correlation_id):
-    """(Outcome, order) for a validated request; ApiError 422 or 409 as in the table above."""
+def create_or_replay(
+    *, client: str, key: str, payload: dict[str, Any], correlation_id: str
+) -> tuple[IntakeResult, Order]:
+    """(IntakeResult, order) for a validated request; ApiError 422 or 409 as in the table above."""
     request_fingerprint = fingerprint(payload)
     if key:
         existing = _find(client, key)
@@ -78,14 +83,16 @@ def create_or_replay(*, client, key, payload, correlation_id):
             logger.info("request_id=%s idempotency key still in progress", correlation_id)
             raise errors.idempotency_in_progress() from None
         return _replay(existing, request_fingerprint, correlation_id)
-    return Outcome.CREATED, order
+    return IntakeResult.CREATED, order
 
 
-def _find(client, key):
+def _find(client: str, key: str) -> Order | None:
     return Order.objects.filter(client=client, idempotency_key=key).first()
 
 
-def _replay(order, request_fingerprint, correlation_id):
+def _replay(
+    order: Order, request_fingerprint: str, correlation_id: str
+) -> tuple[IntakeResult, Order]:
     if order.request_fingerprint != request_fingerprint:
         logger.info(
             "order=%s request_id=%s idempotency key reused with another body",
@@ -99,4 +106,4 @@ def _replay(order, request_fingerprint, correlation_id):
         correlation_id,
         order.correlation_id,
     )
-    return Outcome.REPLAYED, order
+    return IntakeResult.REPLAYED, order

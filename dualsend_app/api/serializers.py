@@ -3,8 +3,13 @@
 Datetimes are ISO 8601 with their UTC offset, or null.
 """
 
+import datetime
+from typing import Any
 
-def order_to_dict(order):
+from dualsend_app.models import Order, Send
+
+
+def order_to_dict(order: Order) -> dict[str, Any]:
     """The order and its sends; prefetch `sends` to read them in one query."""
     return {
         "id": str(order.pk),
@@ -25,7 +30,7 @@ def order_to_dict(order):
     }
 
 
-def send_to_dict(send):
+def send_to_dict(send: Send) -> dict[str, Any]:
     return {
         "operation": send.operation,
         "status": send.status,
@@ -42,5 +47,5 @@ def send_to_dict(send):
     }
 
 
-def _iso(moment):
+def _iso(moment: datetime.datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None

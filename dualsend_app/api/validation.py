@@ -8,6 +8,9 @@ named). `read_json_object` covers the first three, `validate_order` the fourth.
 import json
 import math
 import re
+from typing import Any
+
+from django.http import HttpRequest
 
 from . import errors
 
@@ -39,7 +42,7 @@ class DuplicateKeyError(ValueError):
     pass
 
 
-def read_json_object(request, *, max_bytes):
+def read_json_object(request: HttpRequest, *, max_bytes: int) -> dict[str, Any]:
     """The body as a dict, after the media type (415), size (413) and syntax (400) checks."""
     _check_media_type(request)
     raw = _read_body(request, max_bytes=max_bytes)
@@ -60,7 +63,7 @@ def read_json_object(request, *, max_bytes):
     return document
 
 
-def _check_media_type(request):
+def _check_media_type(request: HttpRequest) -> None:
     if request.content_type != JSON_MEDIA_TYPE:
         raise errors.unsupported_media_type(f"Content-Type must be {JSON_MEDIA_TYPE}")
     charset = request.content_params.get("charset")
@@ -68,7 +71,7 @@ def _check_media_type(request):
         raise errors.unsupported_media_type("JSON must be sent as UTF-8")
 
 
-def _read_body(request, *, max_bytes):
+def _read_body(request: HttpRequest, *, max_bytes: int) -> bytes:
     """Refuse on the announced Content-Length first, then on what actually arrives.
 
     Content-Length can be absent or understated (chunked uploads), so at most one byte
@@ -101,7 +104,7 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def validate_order(document):
+def validate_order(document: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """(normalized payload, {field: message}); the payload is None when a field is invalid.
 
     Every invalid field is named, items by position (`items[2].quantity`). The normalized
@@ -134,7 +137,7 @@ def validate_order(document):
     return payload, {}
 
 
-def _item_problems(items):
+def _item_problems(items: Any) -> dict[str, str]:
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
         return {"items": ITEMS_MESSAGE}
     problems = {}
@@ -153,12 +156,12 @@ def _item_problems(items):
     return problems
 
 
-def _is_int(value):
+def _is_int(value: Any) -> bool:
     # JSON true is a Python bool, which is an int: it is not a quantity nor an amount.
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_wait(raw, *, cap):
+def parse_wait(raw: str | None, *, cap: float) -> float:
     """?wait=N: seconds as a float, 0 when absent, capped; ApiError 422 naming `wait`."""
     if raw is None:
         return 0.0

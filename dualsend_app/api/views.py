@@ -11,10 +11,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from dualsend_app.models import Order
@@ -34,7 +35,7 @@ WAIT_POLL_GROWTH = 1.25
 WAIT_MAX_POLL_SECONDS = 0.25
 
 
-def request_id_of(request):
+def request_id_of(request: HttpRequest) -> str:
     """The client's X-Request-ID when sane (1..128 of [A-Za-z0-9._:-]), else a new one."""
     offered = request.headers.get(REQUEST_ID_HEADER, "")
     if SANE_REQUEST_ID.fullmatch(offered):
@@ -42,7 +43,7 @@ def request_id_of(request):
     return uuid.uuid4().hex
 
 
-def api_view(*allowed_methods):
+def api_view(*allowed_methods: str) -> Callable[[Callable], Callable]:
     """405 for other methods, ApiError rendered as JSON, X-Request-ID on every answer."""
 
     def decorate(view):
@@ -78,7 +79,7 @@ def api_view(*allowed_methods):
 
 
 @api_view("POST")
-def orders_collection(request):
+def orders_collection(request: HttpRequest) -> JsonResponse:
     """Create an order (202), or replay the one created with this Idempotency-Key (200)."""
     client = auth.authenticate(request)
     document = validation.read_json_object(request, max_bytes=settings.DUALSEND_MAX_BODY_BYTES)
@@ -94,14 +95,14 @@ def orders_collection(request):
     )
     # Read it back: the chord was dispatched on commit, and a replay shows the order now.
     order = _load(order.pk)
-    status = 202 if outcome == idempotency.Outcome.CREATED else 200
+    status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
     response = JsonResponse(order_to_dict(order), status=status)
     response["Location"] = order.get_absolute_url()
     return response
 
 
 @api_view("GET")
-def order_detail(request, order_id):
+def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
     """The order and every send; ?wait=N holds the answer until it is final or N passed."""
     auth.authenticate(request)
     wait = validation.parse_wait(request.GET.get("wait"), cap=settings.DUALSEND_MAX_WAIT_SECONDS)
@@ -117,11 +118,11 @@ def order_detail(request, order_id):
     return JsonResponse(order_to_dict(order))
 
 
-def _load(pk):
+def _load(pk: uuid.UUID) -> Order | None:
     return Order.objects.prefetch_related("sends").filter(pk=pk).first()
 
 
-def _wait_until_final(order, seconds, request_id):
+def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
     """Poll the order's status until it is final or `seconds` passed; the order then.
 
     Each poll is its own autocommit query, so it sees what other processes committed

@@ -6,7 +6,7 @@ from django.conf import settings
 
 from ..models import Send
 from . import http, inventory, payment
-from .outcomes import Decision, decide
+from .outcomes import AnswerOutcome, Decision, decide
 
 Operation = Send.Operation
 
@@ -45,7 +45,7 @@ def call(send, *, request_id):
     answer = http.call(
         partner=send.partner,
         config=config,
-        auth=module.auth(config["credential"]),
+        auth=module.auth(config.credential),
         method=send.method,
         path=send.path,
         body=send.request_body,
@@ -66,6 +66,6 @@ def interpret(send, answer):
     return PartnerResult(
         answer=answer,
         decision=decision,
-        remote_id=module.remote_id(answer) if decision.outcome == "succeeded" else "",
+        remote_id=module.remote_id(answer) if decision.outcome is AnswerOutcome.SUCCEEDED else "",
         retry_after=http.retry_after_seconds(answer.headers),
     )

@@ -1,6 +1,6 @@
 """Circuit breaker per partner, its state in Redis, shared by every worker and process.
 
-The rules (`settings.DUALSEND_PARTNERS[partner]["breaker"]`):
+The rules (`settings.DUALSEND_PARTNERS[partner].breaker`, a `BreakerSettings`):
 
 - CLOSED → OPEN when, over the last `window` seconds and at least `min_calls` calls, the
   share of failed calls reaches `failure_rate`, or the share of calls slower than
@@ -53,7 +53,7 @@ PROBE_REPORT_MARGIN_SECONDS = 5.0
 HALF_OPEN_RECHECK_SECONDS = 1.0
 
 
-class Outcome(enum.StrEnum):
+class CallHealth(enum.StrEnum):
     """What a call says about the partner's health."""
 
     SUCCESS = "success"
@@ -223,7 +223,7 @@ def admit(partner):
         ADMIT_SCRIPT,
         keys=_keys(partner)[:1],
         args=[
-            config["half_open_probes"],
+            config.half_open_probes,
             _milliseconds(_probe_lease_seconds(partner)),
             _milliseconds(HALF_OPEN_RECHECK_SECONDS),
         ],
@@ -234,28 +234,28 @@ def admit(partner):
             partner,
             _text(previous),
             state,
-            f"open for {config['open_seconds']:g} s: letting "
-            f"{config['half_open_probes']} probe call(s) through",
+            f"open for {config.open_seconds:g} s: letting "
+            f"{config.half_open_probes} probe call(s) through",
         )
     return Verdict(allowed=bool(allowed), state=state, wait_seconds=wait_ms / 1000)
 
 
-def record(partner, *, outcome, slow):
+def record_call(partner, *, health, slow):
     """Count a finished call in the window, or as a probe; open or close if it says so."""
     config = _breaker_config(partner)
     state, previous, why, calls, failures, slow_calls = run_script(
         OBSERVE_SCRIPT,
         keys=_keys(partner),
         args=[
-            str(outcome),
+            str(health),
             int(slow),
             uuid.uuid4().hex,
-            _milliseconds(config["window"]),
-            config["min_calls"],
-            config["failure_rate"],
-            config["slow_call_rate"],
-            _milliseconds(config["open_seconds"]),
-            config["half_open_probes"],
+            _milliseconds(config.window),
+            config.min_calls,
+            config.failure_rate,
+            config.slow_call_rate,
+            _milliseconds(config.open_seconds),
+            config.half_open_probes,
         ],
     )
     if previous:
@@ -267,7 +267,7 @@ def current_state(partner):
     """The live state, as the admin shows it. Raises redis.RedisError when unreachable."""
     config = _breaker_config(partner)
     state, calls, failures, slow, open_until_ms = run_script(
-        STATE_SCRIPT, keys=_keys(partner), args=[_milliseconds(config["window"])]
+        STATE_SCRIPT, keys=_keys(partner), args=[_milliseconds(config.window)]
     )
     state = _text(state)
     return {
@@ -286,13 +286,12 @@ def _keys(partner):
 
 
 def _breaker_config(partner):
-    return settings.DUALSEND_PARTNERS[partner]["breaker"]
+    return settings.DUALSEND_PARTNERS[partner].breaker
 
 
 def _probe_lease_seconds(partner):
     """The longest a probe's call can take: past it, the probe is taken as lost."""
-    config = settings.DUALSEND_PARTNERS[partner]
-    return config["connect_timeout"] + config["read_timeout"] + PROBE_REPORT_MARGIN_SECONDS
+    return settings.DUALSEND_PARTNERS[partner].longest_call_seconds + PROBE_REPORT_MARGIN_SECONDS
 
 
 def _milliseconds(seconds):
@@ -305,22 +304,22 @@ def _text(value):
 
 def _reason(why, config, *, calls, failures, slow):
     """The transition's reason, in words an operator reads in the admin."""
-    window = f"in the last {config['window']:g} s"
+    window = f"in the last {config.window:g} s"
     if why == "failure_rate":
         return (
             f"{failures} of {calls} calls failed {window} "
-            f"(threshold {config['failure_rate']:.0%}, at least {config['min_calls']} calls)"
+            f"(threshold {config.failure_rate:.0%}, at least {config.min_calls} calls)"
         )
     if why == "slow_call_rate":
         return (
-            f"{slow} of {calls} calls took {config['slow_call_seconds']:g} s or more {window} "
-            f"(threshold {config['slow_call_rate']:.0%}, at least {config['min_calls']} calls)"
+            f"{slow} of {calls} calls took {config.slow_call_seconds:g} s or more {window} "
+            f"(threshold {config.slow_call_rate:.0%}, at least {config.min_calls} calls)"
         )
     if why == "probe_failed":
         return "a probe call failed"
     if why == "probe_slow":
-        return f"a probe call took {config['slow_call_seconds']:g} s or more"
-    return f"{config['half_open_probes']} probe call(s) succeeded"
+        return f"a probe call took {config.slow_call_seconds:g} s or more"
+    return f"{config.half_open_probes} probe call(s) succeeded"
 
 
 def _record_transition(partner, from_state, to_state, reason):

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis import RedisError
 
+from ..partners.http import WireAnswer
+from ..partners.outcomes import AnswerOutcome, Decision
 from . import breaker, ratelimit
-from .breaker import Outcome
+from .breaker import CallHealth
 from .redis_client import warn_unreachable
 
 PARTNER_ASKED_TO_WAIT = "partner asked to wait"
@@ -55,29 +57,23 @@ def admit(partner: str) -> Admission:
         return ADMITTED
 
 
-def observe(
-    partner: str,
-    *,
-    status_code: int | None,
-    headers: dict,
-    duration_seconds: float,
-    transient_failure: bool,
-) -> None:
+def observe(partner: str, *, answer: WireAnswer, decision: Decision) -> None:
     """After a call: feed the breaker and store the pace the partner asked for.
 
-    A transient failure (5xx, 408, timeout, connection error) is a failure; 429 and
-    409 idempotency_in_progress say nothing about the partner's health and are not
-    counted; definite 4xx and 2xx are successes. A call that took `slow_call_seconds` or
-    more is slow. `Retry-After` on any answer, and `X-RateLimit-Remaining` at or below
-    `slowdown_below`, pause every worker's calls to this partner.
+    The decision table (`partners/outcomes.py`) says what the answer tells of the
+    partner's health: a transient failure (5xx, 408, timeout, connection error) is a
+    failure, 429 and 409 idempotency_in_progress are not counted, definite 4xx and 2xx
+    are successes. A call that took `slow_call_seconds` or more is slow. `Retry-After`
+    on any answer, and `X-RateLimit-Remaining` at or below `slowdown_below`, pause every
+    worker's calls to this partner.
     """
-    slow_after = settings.DUALSEND_PARTNERS[partner]["breaker"]["slow_call_seconds"]
+    slow_after = settings.DUALSEND_PARTNERS[partner].breaker.slow_call_seconds
     try:
-        ratelimit.note_partner_signals(partner, headers or {})
-        breaker.record(
+        ratelimit.note_partner_signals(partner, answer.headers or {})
+        breaker.record_call(
             partner,
-            outcome=health_outcome(status_code, transient_failure),
-            slow=duration_seconds >= slow_after,
+            health=call_health(decision),
+            slow=answer.duration_ms / 1000 >= slow_after,
         )
     except RedisError as exc:
         warn_unreachable("observe", partner, exc)
@@ -92,15 +88,14 @@ def breaker_state(partner: str) -> dict:
     return breaker.current_state(partner)
 
 
-def health_outcome(status_code, transient_failure):
-    """What one answer says about the partner's health (see `observe`)."""
-    if status_code == 429 or (status_code == 409 and transient_failure):
-        # Busy, or our own earlier request still running: the partner is working.
-        return Outcome.NEUTRAL
-    return Outcome.FAILURE if transient_failure else Outcome.SUCCESS
+def call_health(decision: Decision) -> CallHealth:
+    """What one answer says about the partner's health: the decision table's last column."""
+    if not decision.tells_health:
+        return CallHealth.NEUTRAL
+    return CallHealth.FAILURE if decision.outcome is AnswerOutcome.RETRY else CallHealth.SUCCESS
 
 
-def _admit(partner):
+def _admit(partner: str) -> Admission:
     paused = ratelimit.pause_remaining(partner)
     if paused > 0:
         return _refused(paused, PARTNER_ASKED_TO_WAIT)
@@ -114,6 +109,6 @@ def _admit(partner):
     return ADMITTED
 
 
-def _refused(wait_seconds, reason):
+def _refused(wait_seconds: float, reason: str) -> Admission:
     wait = min(max(wait_seconds, MIN_WAIT_SECONDS), settings.DUALSEND_MAX_COUNTDOWN_SECONDS)
     return Admission(allowed=False, wait_seconds=wait, reason=reason)

@@ -1,15 +1,20 @@
 """Hand work to the broker: the chord of an order, the compensations of a settle.
 
 Signatures are built by task name (routes in settings pick the queue), so the business
-rules can enqueue without importing the task modules.
+rules enqueue without importing the task modules: tasks/ calls into this package, never
+the other way round. Every function here is safe to call while the broker is down: it
+logs, returns False, and the sweeper (`recovery.py`) tries again later.
 """
 
 import logging
+import uuid
+from collections.abc import Iterable
 
 from celery import chord, signature
+from celery.canvas import Signature
 from django.utils import timezone
 
-from dualsend_app.models import Order, Send
+from .models import Order, Send
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +26,7 @@ SETTLE_TASK = "tasks.settle.settle_order"
 COMPENSATE_TASK = "tasks.compensations.compensate"
 
 
-def dispatch_order(order_id):
+def dispatch_order(order_id: uuid.UUID | str) -> bool:
     """chord([reserve, charge], settle); mark the order dispatched once the broker has it."""
     sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
     header = [signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,)) for send in sends]
@@ -38,22 +43,22 @@ def dispatch_order(order_id):
     return True
 
 
-def enqueue_compensations(send_ids):
+def enqueue_compensations(send_ids: Iterable[int]) -> None:
     for send_id in send_ids:
         _publish(signature(COMPENSATE_TASK, args=(send_id,)), f"compensation send={send_id}")
 
 
-def enqueue_send(send):
+def enqueue_send(send: Send) -> bool:
     """One send on its own, outside any chord (the sweeper's re-drive)."""
     name = COMPENSATE_TASK if send.is_compensation else SEND_TASK_BY_PARTNER[send.partner]
     return _publish(signature(name, args=(send.pk,)), f"send={send.pk}")
 
 
-def enqueue_settle(order_id):
+def enqueue_settle(order_id: uuid.UUID | str) -> bool:
     return _publish(signature(SETTLE_TASK, args=([], str(order_id))), f"settle order={order_id}")
 
 
-def _publish(task_signature, what):
+def _publish(task_signature: Signature, what: str) -> bool:
     """True once the broker has it; a broker outage is logged, the sweeper tries again."""
     try:
         task_signature.apply_async()
