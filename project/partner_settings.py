@@ -14,6 +14,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import environ
 import limits
@@ -30,6 +31,8 @@ SHORT_UNITS = {
     "hr": "hour",
     "d": "day",
 }
+Number = TypeVar("Number", int, float)
+
 _LAST_WORD = re.compile(r"([a-z]+)\s*$", re.IGNORECASE)
 
 
@@ -66,12 +69,21 @@ class PartnerSettings:
     breaker: BreakerSettings
 
     @property
-    def longest_call_seconds(self):
+    def longest_call_seconds(self) -> float:
         """The longest one HTTP call can take: connecting, then waiting for the answer."""
         return self.connect_timeout + self.read_timeout
 
 
-def read_partner(env, name, *, prefix, url, credential_name, development_credential, debug):
+def read_partner(
+    env: environ.Env,
+    name: str,
+    *,
+    prefix: str,
+    url: str,
+    credential_name: str,
+    development_credential: str,
+    debug: bool,
+) -> PartnerSettings:
     """One partner's settings from `PREFIX_*`, every value checked as it is read.
 
     With `debug` off the URL and the credential have no default: they must be set.
@@ -112,7 +124,9 @@ def read_partner(env, name, *, prefix, url, credential_name, development_credent
     )
 
 
-def required_in_production(env, name, *, debug, development_value):
+def required_in_production(
+    env: environ.Env, name: str, *, debug: bool, development_value: str
+) -> str:
     """A secret: required when DEBUG is off, a development value otherwise."""
     if debug:
         return env.str(name, default=development_value)
@@ -123,7 +137,7 @@ def required_in_production(env, name, *, debug, development_value):
 
 
 @functools.lru_cache(maxsize=64)
-def parse_rate(text):
+def parse_rate(text: str) -> limits.RateLimitItem:
     """A `limits.RateLimitItem` from "50/s", "50/m", "50/h", "50/second", "50 per minute".
 
     Raises ValueError for anything else, for several rates, and for a rate of zero.
@@ -142,30 +156,30 @@ def parse_rate(text):
 class _Reader:
     """Reads `PREFIX_NAME` variables; each method refuses a bad value, naming it."""
 
-    def __init__(self, env: environ.Env, prefix):
+    def __init__(self, env: environ.Env, prefix: str) -> None:
         self.env = env
         self.prefix = prefix
 
-    def positive(self, cast, suffix, default):
+    def positive(self, cast: type[Number], suffix: str, default: Number) -> Number:
         name, value = self._number(cast, suffix, default)
         if not value > 0:
             raise ImproperlyConfigured(f"{name} must be positive, got {value!r}")
         return value
 
-    def not_negative(self, cast, suffix, default):
+    def not_negative(self, cast: type[Number], suffix: str, default: Number) -> Number:
         name, value = self._number(cast, suffix, default)
         if value < 0:
             raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}")
         return value
 
-    def share(self, suffix, default):
+    def share(self, suffix: str, default: float) -> float:
         # A threshold of 0 would open on the first call, above 1 never.
         name, value = self._number(float, suffix, default)
         if not 0 < value <= 1:
             raise ImproperlyConfigured(f"{name} must be a share in (0, 1], got {value!r}")
         return value
 
-    def http_url(self, suffix, default, *, required):
+    def http_url(self, suffix: str, default: str, *, required: bool) -> str:
         name = f"{self.prefix}_{suffix}"
         value = self.env.str(name, default="" if required else default)
         if required and not value:
@@ -174,7 +188,7 @@ class _Reader:
             raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {value!r}")
         return value.rstrip("/")
 
-    def rate(self, suffix, default):
+    def rate(self, suffix: str, default: str) -> str:
         name = f"{self.prefix}_{suffix}"
         value = self.env.str(name, default=default)
         try:
@@ -186,7 +200,7 @@ class _Reader:
             ) from None
         return value
 
-    def _number(self, cast, suffix, default):
+    def _number(self, cast: type[Number], suffix: str, default: Number) -> tuple[str, Number]:
         name = f"{self.prefix}_{suffix}"
         text = self.env.str(name, default=None)
         if text is None:

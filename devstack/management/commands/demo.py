@@ -28,6 +28,7 @@ from devstack.stack.processes import StartupError, sigterm_as_ctrl_c
 from devstack.stack.services import Faults, Stack
 from devstack.traffic import client as traffic
 from devstack.traffic.client import DemoOrder
+from dualsend_app.models import Order
 
 ADMIN_USERNAME = "admin"
 EXIT_INTERRUPTED = 130
@@ -200,7 +201,7 @@ def show_where_to_look(
 def _example_order(orders: list[DemoOrder]) -> DemoOrder | None:
     """A compensated order tells the best story; else any order that was placed."""
     placed = [order for order in orders if order.order_id]
-    preferred = [order for order in placed if order.status == "compensated"]
+    preferred = [order for order in placed if order.status == Order.Status.COMPENSATED]
     return (preferred or placed or [None])[0]
 
 
