@@ -9,6 +9,8 @@ business rule the workers use (`orders.redrive_compensations`).
 import datetime
 
 from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -31,19 +33,19 @@ def milliseconds_between(
 class ReadOnlyAdminMixin:
     """A record, not a form: viewable, never added to, changed or deleted here."""
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
 class SendDurationMixin:
     @admin.display(description="duration (ms)")
-    def duration_ms(self, send):
+    def duration_ms(self, send: Send) -> int | None:
         """First attempt to final outcome, retries and their waits included."""
         return milliseconds_between(send.first_attempt_at, send.finished_at)
 
@@ -147,11 +149,11 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
 
     @admin.display(description="end to end (ms)")
-    def end_to_end_ms(self, order):
+    def end_to_end_ms(self, order: Order) -> int | None:
         return milliseconds_between(order.created_at, order.settled_at)
 
     @admin.display(description="every HTTP call")
-    def attempts_table(self, order):
+    def attempts_table(self, order: Order) -> str:
         """All attempts of all sends, so the order's story reads on one page."""
         attempts = Attempt.objects.filter(send__order=order).select_related("send")
         rows = format_html_join(
@@ -181,7 +183,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             rows,
         )
 
-    def has_redrive_permission(self, request):
+    def has_redrive_permission(self, request: HttpRequest) -> bool:
         """Re-driving changes an order through the business rules: a change permission."""
         return request.user.has_perm("dualsend_app.change_order")
 
@@ -189,8 +191,9 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         description="Re-drive compensations of needs_attention orders",
         permissions=("redrive",),
     )
-    def redrive_compensations(self, request, queryset):
-        redriven, skipped = [], []
+    def redrive_compensations(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        redriven: list[tuple[Order, int]] = []
+        skipped: list[Order] = []
         for order in queryset.only("id", "status"):
             if order.status != Order.Status.NEEDS_ATTENTION:
                 skipped.append(order)
@@ -199,7 +202,12 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             redriven.append((order, sends))
         self._report_redrive(request, redriven, skipped)
 
-    def _report_redrive(self, request, redriven, skipped):
+    def _report_redrive(
+        self,
+        request: HttpRequest,
+        redriven: list[tuple[Order, int]],
+        skipped: list[Order],
+    ) -> None:
         if redriven:
             sends = sum(count for _, count in redriven)
             self.message_user(
@@ -256,6 +264,6 @@ class SendAdmin(SendDurationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     )
 
     @admin.display(description="order", ordering="order__created_at")
-    def order_link(self, send):
+    def order_link(self, send: Send) -> str:
         url = reverse("admin:dualsend_app_order_change", args=(send.order_id,))
         return format_html('<a href="{}">{}</a>', url, send.order_id)

@@ -6,7 +6,11 @@ What is left here are the rules that span several settings, and the guard on our
 kombu's Redis transport.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import kombu
+from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
@@ -14,7 +18,9 @@ from project import redis_transport
 
 
 @checks.register(checks.Tags.compatibility)
-def check_countdowns_fit_the_visibility_timeout(app_configs, **kwargs):
+def check_countdowns_fit_the_visibility_timeout(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """Redis redelivers a message unacknowledged past visibility_timeout: a countdown
     (an ETA message held by the worker) longer than it would run twice."""
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
@@ -34,7 +40,9 @@ def check_countdowns_fit_the_visibility_timeout(app_configs, **kwargs):
 
 
 @checks.register(checks.Tags.compatibility)
-def check_the_kombu_fix_matches_kombu(app_configs, **kwargs):
+def check_the_kombu_fix_matches_kombu(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """project/redis_transport.py patches kombu as it was in one version: on any other,
     someone must look again whether the fix is still needed, and still right."""
     checked = redis_transport.CHECKED_AGAINST_KOMBU

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
+from .models import Send
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -23,7 +25,7 @@ class Policy:
     deadline: float  # seconds from the send's first pickup
 
 
-def policy_for(send):
+def policy_for(send: Send) -> Policy:
     """A header send follows its partner's policy; compensations try longer."""
     config = settings.DUALSEND_PARTNERS[send.partner]
     if send.is_compensation:

@@ -34,6 +34,8 @@ fails, put the setting back, check that it passes again with the fix, and update
 CHECKED_AGAINST_KOMBU. `manage.py chaos --redis-restarts 3` is the longer proof.
 """
 
+from typing import Any
+
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -42,7 +44,7 @@ CHECKED_AGAINST_KOMBU = "5.7.0"
 
 
 class Channel(kombu_redis.Channel):
-    def _connparams(self, asynchronous=False):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
             raise RedisConnectionError("this channel's broker connection was closed")
         return super()._connparams(asynchronous=asynchronous)

@@ -8,7 +8,7 @@ named). `read_json_object` covers the first three, `validate_order` the fourth.
 import json
 import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from django.http import HttpRequest
 
@@ -89,10 +89,10 @@ def _read_body(request: HttpRequest, *, max_bytes: int) -> bytes:
     return raw
 
 
-def _object_without_duplicate_keys(pairs):
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # {"amount": 1, "amount": 1000} means different things to different parsers, and
     # "the same body" must not depend on which one wins: refuse it as invalid JSON.
-    document = {}
+    document: dict[str, Any] = {}
     for key, value in pairs:
         if key in document:
             raise DuplicateKeyError(f"duplicate key {key!r}")
@@ -100,7 +100,7 @@ def _object_without_duplicate_keys(pairs):
     return document
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 

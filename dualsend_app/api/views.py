@@ -12,10 +12,11 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from dualsend_app.models import Order
@@ -43,13 +44,16 @@ def request_id_of(request: HttpRequest) -> str:
     return uuid.uuid4().hex
 
 
-def api_view(*allowed_methods: str) -> Callable[[Callable], Callable]:
+View = Callable[..., HttpResponse]
+
+
+def api_view(*allowed_methods: str) -> Callable[[View], View]:
     """405 for other methods, ApiError rendered as JSON, X-Request-ID on every answer."""
 
-    def decorate(view):
+    def decorate(view: View) -> View:
         @csrf_exempt
         @functools.wraps(view)
-        def wrapper(request, *args, **kwargs):
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             request.request_id = request_id_of(request)
             try:
                 if request.method not in allowed_methods:

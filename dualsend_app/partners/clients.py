@@ -4,7 +4,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from ..models import Send
+from project.partner_settings import PartnerSettings
+
+from ..models import Order, Send
 from . import http, inventory, payment
 from .outcomes import AnswerOutcome, Decision, decide
 
@@ -29,16 +31,16 @@ class PartnerResult:
     retry_after: float | None
 
 
-def build_request(operation, order):
+def build_request(operation: str, order: Order) -> tuple[str, str, str]:
     """(method, path, body) for an operation on an order; the body is stored and reused."""
     return REQUEST_BUILDERS[operation](order)
 
 
-def partner_config(partner):
+def partner_config(partner: str) -> PartnerSettings:
     return settings.DUALSEND_PARTNERS[partner]
 
 
-def call(send, *, request_id):
+def call(send: Send, *, request_id: str) -> PartnerResult:
     """Make one HTTP call for a Send, with its stored request and idempotency key."""
     module = PARTNER_MODULES[send.partner]
     config = partner_config(send.partner)
@@ -55,7 +57,7 @@ def call(send, *, request_id):
     return interpret(send, answer)
 
 
-def interpret(send, answer):
+def interpret(send: Send, answer: http.WireAnswer) -> PartnerResult:
     """What a wire answer means for this send (also for an answer kept across a retry)."""
     module = PARTNER_MODULES[send.partner]
     decision = decide(

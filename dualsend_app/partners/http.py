@@ -11,17 +11,21 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from project.partner_settings import PartnerSettings
 
 # The headers anything downstream reads; the rest is not worth carrying in a task message.
 KEPT_HEADERS = frozenset(
     {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
 )
 
-_sessions = {}
+_sessions: dict[tuple[int, str], requests.Session] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -35,7 +39,7 @@ class WireAnswer:
     exception: str = ""
     duration_ms: int = 0
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         """The answer as task arguments: kept across a retry of the bookkeeping."""
         return {
             "status_code": self.status_code,
@@ -46,24 +50,24 @@ class WireAnswer:
         }
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: dict[str, Any]) -> Self:
         return cls(**data)
 
     @property
-    def error_code(self):
+    def error_code(self) -> str:
         """The partner's `{"error": {"code": …}}`, or ''."""
         if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
             return str(self.body["error"].get("code", ""))
         return ""
 
     @property
-    def error_message(self):
+    def error_message(self) -> str:
         if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
             return str(self.body["error"].get("message", ""))
         return ""
 
 
-def session_for(partner, *, pool_size):
+def session_for(partner: str, *, pool_size: int) -> requests.Session:
     """The process's pooled session for a partner (a forked child builds its own)."""
     key = (os.getpid(), partner)
     with _sessions_lock:
@@ -80,15 +84,15 @@ def session_for(partner, *, pool_size):
 
 def call(
     *,
-    partner,
-    config,
-    auth,
-    method,
-    path,
-    body,
-    idempotency_key,
-    request_id,
-):
+    partner: str,
+    config: PartnerSettings,
+    auth: requests.auth.AuthBase,
+    method: str,
+    path: str,
+    body: str,
+    idempotency_key: str,
+    request_id: str,
+) -> WireAnswer:
     """Send one request to a partner and report what came back. Never raises for HTTP."""
     headers = {
         "Accept": "application/json",
@@ -123,34 +127,34 @@ def call(
     )
 
 
-def _json_or_none(response):
+def _json_or_none(response: requests.Response) -> Any:
     try:
         return response.json()
     except (ValueError, json.JSONDecodeError):
         return None
 
 
-def _elapsed_ms(started):
+def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
 class BearerAuth(requests.auth.AuthBase):
     """`Authorization: Bearer <token>`."""
 
-    def __init__(self, token):
+    def __init__(self, token: str) -> None:
         self.token = token
 
-    def __call__(self, request):
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 
 
-def canonical_json(document):
+def canonical_json(document: dict[str, Any]) -> str:
     """The bytes a request body is stored and sent as: compact, keys in a fixed order."""
     return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
 
-def retry_after_seconds(headers):
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`Retry-After` in seconds (delta-seconds or an HTTP date), or None."""
     value = headers.get("Retry-After") or headers.get("retry-after")
     if not value:

@@ -5,9 +5,12 @@ Redis, so the list page reads it there on each view and shows it above the rows.
 """
 
 import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest, HttpResponseBase
 from redis import RedisError
 
 from ..models import BreakerTransition
@@ -23,23 +26,25 @@ class BreakerTransitionAdmin(admin.ModelAdmin):
     list_per_page = 100
     fields = readonly_fields = ("partner", "from_state", "to_state", "at", "reason")
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponseBase:
         extra_context = (extra_context or {}) | {
             "breakers_now": [live_breaker(partner) for partner in settings.DUALSEND_PARTNERS]
         }
         return super().changelist_view(request, extra_context=extra_context)
 
 
-def live_breaker(partner):
+def live_breaker(partner: str) -> dict[str, Any]:
     """One partner's breaker as Redis has it now, with its rule, for the list page."""
     row = {"partner": partner, "rule": breaker_rule(partner)}
     try:
@@ -54,7 +59,7 @@ def live_breaker(partner):
     return row | state | {"open_until": open_until, "paused_seconds": round(paused, 1)}
 
 
-def breaker_rule(partner):
+def breaker_rule(partner: str) -> str:
     """The configured thresholds, in one line."""
     config = settings.DUALSEND_PARTNERS[partner].breaker
     return (

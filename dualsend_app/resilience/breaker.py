@@ -36,9 +36,12 @@ import enum
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+
+from project.partner_settings import BreakerSettings
 
 from ..models import BreakerTransition
 from .redis_client import key_prefix, run_script
@@ -216,7 +219,7 @@ return {h[1] or 'closed',
 )
 
 
-def admit(partner):
+def admit(partner: str) -> Verdict:
     """May a call to `partner` go ahead? Turns OPEN into HALF_OPEN when its time is up."""
     config = _breaker_config(partner)
     allowed, state, wait_ms, previous = run_script(
@@ -240,7 +243,7 @@ def admit(partner):
     return Verdict(allowed=bool(allowed), state=state, wait_seconds=wait_ms / 1000)
 
 
-def record_call(partner, *, health, slow):
+def record_call(partner: str, *, health: CallHealth, slow: bool) -> None:
     """Count a finished call in the window, or as a probe; open or close if it says so."""
     config = _breaker_config(partner)
     state, previous, why, calls, failures, slow_calls = run_script(
@@ -263,7 +266,7 @@ def record_call(partner, *, health, slow):
         _record_transition(partner, _text(previous), _text(state), reason)
 
 
-def current_state(partner):
+def current_state(partner: str) -> dict[str, Any]:
     """The live state, as the admin shows it. Raises redis.RedisError when unreachable."""
     config = _breaker_config(partner)
     state, calls, failures, slow, open_until_ms = run_script(
@@ -279,30 +282,30 @@ def current_state(partner):
     }
 
 
-def _keys(partner):
+def _keys(partner: str) -> list[str]:
     # One hash tag per partner: on a Redis Cluster a script's keys share a slot.
     base = f"{key_prefix()}:breaker:{{{partner}}}"
     return [base, f"{base}:calls", f"{base}:failures", f"{base}:slow"]
 
 
-def _breaker_config(partner):
+def _breaker_config(partner: str) -> BreakerSettings:
     return settings.DUALSEND_PARTNERS[partner].breaker
 
 
-def _probe_lease_seconds(partner):
+def _probe_lease_seconds(partner: str) -> float:
     """The longest a probe's call can take: past it, the probe is taken as lost."""
     return settings.DUALSEND_PARTNERS[partner].longest_call_seconds + PROBE_REPORT_MARGIN_SECONDS
 
 
-def _milliseconds(seconds):
+def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _text(value):
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _reason(why, config, *, calls, failures, slow):
+def _reason(why: str, config: BreakerSettings, *, calls: int, failures: int, slow: int) -> str:
     """The transition's reason, in words an operator reads in the admin."""
     window = f"in the last {config.window:g} s"
     if why == "failure_rate":
@@ -322,7 +325,7 @@ def _reason(why, config, *, calls, failures, slow):
     return f"{config.half_open_probes} probe call(s) succeeded"
 
 
-def _record_transition(partner, from_state, to_state, reason):
+def _record_transition(partner: str, from_state: str, to_state: str, reason: str) -> None:
     """Log the transition and keep it as a row; a database outage loses only the row."""
     log = logger.warning if to_state == State.OPEN else logger.info
     log("breaker partner=%s %s -> %s: %s", partner, from_state, to_state, reason)

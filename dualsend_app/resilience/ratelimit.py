@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 
 from django.conf import settings
 from limits.storage import RedisStorage
@@ -38,7 +39,7 @@ MAX_PAUSE_SECONDS = 24 * 3600.0
 # X-RateLimit-Reset above this is an epoch timestamp, not seconds (some APIs send one).
 EPOCH_THRESHOLD = 1_000_000_000
 
-_limiters = {}
+_limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 # KEYS[1]: the pause key. ARGV: pause_ms, why. Extends the pause, never shortens it.
@@ -52,7 +53,7 @@ return 0
 """
 
 
-def take_slot(partner):
+def take_slot(partner: str) -> float:
     """Take one call from our rate: 0 when taken, else the seconds until one frees."""
     item = parse_rate(settings.DUALSEND_PARTNERS[partner].rate_limit)
     limiter = _limiter()
@@ -62,13 +63,13 @@ def take_slot(partner):
     return max(MIN_RATE_WAIT_SECONDS, stats.reset_time - time.time())
 
 
-def pause_remaining(partner):
+def pause_remaining(partner: str) -> float:
     """Seconds the partner asked us to wait that have not passed yet (0 when none)."""
     milliseconds = get_redis().pttl(_pause_key(partner))
     return max(0.0, milliseconds / 1000)
 
 
-def note_partner_signals(partner, headers):
+def note_partner_signals(partner: str, headers: Mapping[str, str]) -> None:
     """Store the pause an answer's headers ask for, shared by every worker."""
     slowdown_below = settings.DUALSEND_PARTNERS[partner].slowdown_below
     seconds, why = requested_pause(headers, slowdown_below=slowdown_below)
@@ -84,7 +85,7 @@ def note_partner_signals(partner, headers):
         logger.info("partner=%s pausing calls for %.2f s: %s", partner, seconds, why)
 
 
-def requested_pause(headers, *, slowdown_below):
+def requested_pause(headers: Mapping[str, str], *, slowdown_below: int) -> tuple[float, str]:
     """(seconds, why) the headers ask us to wait before the next call; (0, '') for none."""
     lowered = {str(name).lower(): value for name, value in headers.items()}
     candidates = [(0.0, "")]
@@ -100,7 +101,7 @@ def requested_pause(headers, *, slowdown_below):
     return max(candidates, key=lambda candidate: candidate[0])
 
 
-def _seconds_until_reset(value):
+def _seconds_until_reset(value: str | None) -> float | None:
     seconds = _number(value)
     if seconds is None:
         return None
@@ -109,18 +110,18 @@ def _seconds_until_reset(value):
     return max(0.0, seconds)
 
 
-def _number(value):
+def _number(value: str | None) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _pause_key(partner):
+def _pause_key(partner: str) -> str:
     return f"{key_prefix()}:pause:{{{partner}}}"
 
 
-def _limiter():
+def _limiter() -> MovingWindowRateLimiter:
     """This process's moving-window limiter, on the shared client's connection pool."""
     prefix = f"{key_prefix()}:ratelimit"
     key = (os.getpid(), settings.REDIS_URL, prefix)

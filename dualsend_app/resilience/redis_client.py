@@ -10,9 +10,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +25,13 @@ COMMAND_TIMEOUT_SECONDS = 1.0
 # During an outage every send would log the same warning: once per this, per process.
 UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 
-_clients = {}
-_scripts = {}
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_scripts: dict[tuple[int, str, str], Script] = {}
 _clients_lock = threading.Lock()
-_last_warning_at = {"monotonic": None}
+_last_warning_at: dict[str, float | None] = {"monotonic": None}
 
 
-def get_redis():
+def get_redis() -> redis.Redis:
     """This process's client for `settings.REDIS_URL`."""
     url = settings.REDIS_URL
     key = (os.getpid(), url)
@@ -44,7 +47,7 @@ def get_redis():
         return client
 
 
-def run_script(source, *, keys, args):
+def run_script(source: str, *, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
     """Run a Lua script atomically in Redis: EVALSHA, loading it again after a restart.
 
     redis-py's `register_script` gives a `Script` that retries with SCRIPT LOAD on
@@ -58,7 +61,7 @@ def run_script(source, *, keys, args):
     return script(keys=keys, args=args)
 
 
-def key_prefix():
+def key_prefix() -> str:
     """Every resilience key starts with this: one Redis can serve several deployments.
 
     `DUALSEND_RESILIENCE_KEY_PREFIX` is optional; the tests set a unique one per test.
@@ -66,7 +69,7 @@ def key_prefix():
     return getattr(settings, "DUALSEND_RESILIENCE_KEY_PREFIX", "dualsend")
 
 
-def warn_unreachable(what, partner, exc):
+def warn_unreachable(what: str, partner: str, exc: Exception) -> None:
     """Log that Redis failed us and the call goes ahead, without flooding the log."""
     now = time.monotonic()
     last = _last_warning_at["monotonic"]
