@@ -13,18 +13,22 @@ The tests reach the tooling only through the names this module exports.
 
 from devstack.chaos.broker import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmq_answers
 from devstack.simulators.control import SimulatorControl
+from devstack.simulators.server import add_arguments as add_simulator_arguments
 from devstack.stack.processes import (
     StartupError,
     clean_environment,
     free_port,
     redis_server_binary,
 )
+from devstack.stack.services import Stack
 
 __all__ = [
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
     "SimulatorControl",
+    "Stack",
     "StartupError",
+    "add_simulator_arguments",
     "clean_environment",
     "free_port",
     "rabbitmq_answers",

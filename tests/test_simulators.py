@@ -1,10 +1,11 @@
-"""The partner simulators keep /work/shared/partner-apis.md, plus their knobs.
+"""The partner simulators keep the partner API contract (partner-apis.md), plus their knobs.
 
 The simulator runs as a real subprocess on free 127.0.0.1 ports, exactly as
 the demo and the integration tests start it, and every test talks to it over
 HTTP with ``requests``. No Django database is involved.
 """
 
+import argparse
 import concurrent.futures
 import json
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack import SimulatorControl, free_port
+from devstack import SimulatorControl, Stack, add_simulator_arguments, free_port
 from tests.helpers import wait_until
 from tests.processes import ROOT
 
@@ -750,3 +751,23 @@ def test_sigterm_stops_the_simulator_cleanly(tmp_path):
     assert stop_simulator(running) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{running.inventory_url}/_sim/health", timeout=HTTP_TIMEOUT_S)
+
+
+def test_a_stack_hands_the_simulators_credentials_that_look_like_options(tmp_path):
+    """A generated credential may begin with "-" (token_urlsafe's alphabet has it): the
+    simulators must still receive it whole, not refuse to start (seen as a demo that
+    failed one run in a few dozen)."""
+    stack = Stack(
+        base_dir=tmp_path,
+        log_dir=tmp_path,
+        inventory_token="-starts-like-an-option",
+        payment_key="--looks-like-a-flag",
+        ports={"inventory": 8101, "payment": 8102},
+    )
+    parser = argparse.ArgumentParser()
+    add_simulator_arguments(parser)
+
+    options = parser.parse_args(stack.simulator_arguments())
+
+    assert options.inventory_token == "-starts-like-an-option"
+    assert options.payment_key == "--looks-like-a-flag"

@@ -174,9 +174,9 @@ class ChaosStack(Stack):
             | partner_settings(PARTNER_SETTINGS)
         )
 
-    def _partner_args(self) -> list[str]:
+    def simulator_arguments(self) -> list[str]:
         seed = [] if self.seed is None else ["--seed", str(self.seed)]
-        return [*super()._partner_args(), *seed]
+        return [*super().simulator_arguments(), *seed]
 
     def _start(self, role: str, command: list[str]) -> Child:
         """Start a child named after its role and how often it was started (worker,

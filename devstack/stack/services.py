@@ -107,7 +107,8 @@ class Stack:
 
     def start_partners(self) -> None:
         self.ports |= {"inventory": free_port(), "payment": free_port()}
-        child = self._start("partners", self._manage("run_partners", *self._partner_args()))
+        command = self._manage("run_partners", *self.simulator_arguments())
+        child = self._start("partners", command)
         probe = self._http_probe(
             f"{self.inventory_url}/_sim/health", f"{self.payment_url}/_sim/health"
         )
@@ -211,12 +212,15 @@ class Stack:
     def _celery(self, program: str) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "project", program, "--loglevel", "INFO"]
 
-    def _partner_args(self) -> list[str]:
+    def simulator_arguments(self) -> list[str]:
+        """The command-line arguments of `run_partners` for this stack's ports and faults."""
         return [
             "--inventory-port", str(self.ports["inventory"]),
             "--payment-port", str(self.ports["payment"]),
-            "--inventory-token", self.inventory_token,
-            "--payment-key", self.payment_key,
+            # One argument each: a generated credential may begin with "-", which argparse
+            # would take for an option.
+            f"--inventory-token={self.inventory_token}",
+            f"--payment-key={self.payment_key}",
             "--latency-ms", self.faults.latency_ms,
             "--error-rate", str(self.faults.error_rate),
             "--decline-rate", str(self.faults.decline_rate),
