@@ -13,7 +13,14 @@ import pytest
 from django.db import connection
 
 from tests import environment
-from tests.processes import LOG_DIR, Worker, database_url, start_process, stop_process
+from tests.processes import (
+    LOG_DIR,
+    OwnWorkers,
+    Worker,
+    database_url,
+    start_process,
+    stop_process,
+)
 from tests.tcp_proxy import TcpProxy
 
 
@@ -143,3 +150,22 @@ def live(transactional_db, celery_worker, sim):
     """Everything an integration test needs: committed data, a worker, clean simulators."""
     clear_resilience_state()
     return sim
+
+
+@pytest.fixture(scope="module")
+def own_workers(celery_worker, stack_env):
+    """For a module whose tests need workers configured unlike the session's: the session
+    worker is paused while the module runs, and started again after it."""
+    env, _ = stack_env
+    celery_worker.stop()
+    workers = OwnWorkers(env)
+    yield workers
+    workers.stop_all()
+    celery_worker.start()
+
+
+@pytest.fixture
+def workers(own_workers, live):
+    """Start workers with `workers(queues=…, concurrency=…, **env)`; stopped after the test."""
+    yield own_workers
+    own_workers.stop_all()

@@ -98,3 +98,33 @@ class Worker:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+ALL_QUEUES = "api.inventory,api.payment,default"
+
+
+class OwnWorkers:
+    """Workers of a test module's own configuration (the session worker is paused)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.running: list[Worker] = []
+
+    def __call__(
+        self,
+        queues: str = ALL_QUEUES,
+        concurrency: int = 8,
+        without: Sequence[str] = (),
+        **overrides: str,
+    ) -> "Worker":
+        """A worker on `queues`; `without` names variables of the tests' environment that
+        it must not see (so their defaults apply), `overrides` sets others."""
+        env = {name: value for name, value in self.env.items() if name not in without}
+        worker = Worker(env | overrides, queues=queues, concurrency=concurrency, name="own")
+        worker.start()
+        self.running.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        while self.running:
+            self.running.pop().stop()

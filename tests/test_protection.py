@@ -6,20 +6,21 @@ worker per queue), so the module pauses the session worker and starts its own.
 
 import datetime
 import itertools
+import time
 
+import environ
 import pytest
 from django.utils import timezone
 
 from devstack import SimulatorControl
 from dualsend_app.models import BreakerTransition, Order, Send
+from project.partner_settings import read_partner
 from tests import environment
 from tests.helpers import new_request_id, place_order, wait_final, wait_until
-from tests.processes import Worker
 
 pytestmark = [pytest.mark.integration]
 
 Op = Send.Operation
-ALL_QUEUES = "api.inventory,api.payment,default"
 TRIPPING_BREAKER = {
     "PAYMENT_API_BREAKER_MIN_CALLS": "4",
     "PAYMENT_API_BREAKER_FAILURE_RATE": "0.5",
@@ -27,41 +28,6 @@ TRIPPING_BREAKER = {
     "PAYMENT_API_BREAKER_OPEN_SECONDS": "2",
     "PAYMENT_API_BREAKER_HALF_OPEN_PROBES": "1",
 }
-
-
-class OwnWorkers:
-    """Workers of this module's own configuration; the session worker is paused."""
-
-    def __init__(self, env):
-        self.env = env
-        self.running = []
-
-    def __call__(self, queues=ALL_QUEUES, concurrency=8, **overrides):
-        worker = Worker(self.env | overrides, queues=queues, concurrency=concurrency, name="prot")
-        worker.start()
-        self.running.append(worker)
-        return worker
-
-    def stop_all(self):
-        while self.running:
-            self.running.pop().stop()
-
-
-@pytest.fixture(scope="module")
-def own_workers(celery_worker, stack_env):
-    env, _ = stack_env
-    celery_worker.stop()
-    workers = OwnWorkers(env)
-    yield workers
-    workers.stop_all()
-    celery_worker.start()
-
-
-@pytest.fixture
-def workers(own_workers, live):
-    """Start workers with `workers(queues=…, concurrency=…, **env)`; stopped after the test."""
-    yield own_workers
-    own_workers.stop_all()
 
 
 def partner(name):
@@ -184,3 +150,93 @@ def wait_for_transition(partner, to_state, timeout=30):
 
     wait_until(found, timeout)
     return found()
+
+
+def default_breaker():
+    """The breaker a deployment gets when it sets nothing: the settings' own defaults."""
+    return read_partner(
+        environ.Env(),
+        "inventory",
+        prefix="UNSET_ONLY_DEFAULTS",
+        url="http://127.0.0.1:1",
+        credential_name="UNSET_ONLY_DEFAULTS_TOKEN",
+        development_credential="unused",
+        debug=True,
+    ).breaker
+
+
+def test_a_poison_order_does_not_hold_the_breaker_open(workers, client, live):
+    """One order's reserve and release always answer 503; inventory itself is healthy
+    once a short outage is over. The breaker runs at its real defaults (at least 10
+    calls in 30 s, open 15 s, 3 probes), not the tests' never-tripping one.
+
+    The outage opens it, as it should. After that, the poison order's retries must not
+    take the half-open probes from healthy orders, nor count enough in the window to
+    open it again: the breaker closes once and stays closed, and every healthy order
+    placed after the outage completes, its first call no later than one open period
+    (stretched by the deferral's spread) after it was placed.
+    """
+    breaker = default_breaker()
+    assert (breaker.min_calls, breaker.open_seconds) == (10, 15)  # the README's defaults
+    unset = [f"INVENTORY_API_BREAKER_{name}" for name in ("MIN_CALLS", "WINDOW",
+             "FAILURE_RATE", "OPEN_SECONDS", "HALF_OPEN_PROBES", "SLOW_CALL_SECONDS",
+             "SLOW_CALL_RATE")]  # fmt: skip
+    # The poison's release keeps failing for the whole test: a long compensation budget.
+    workers(
+        without=unset,
+        DUALSEND_COMPENSATION_MAX_ATTEMPTS="1000",
+        DUALSEND_COMPENSATION_DEADLINE="300",
+    )
+    inventory = partner("inventory")
+    poison_rid = new_request_id()
+    always_503 = [{"status": 503}] * 1000
+    live.script(poison_rid, "reserve", always_503)
+    live.script(poison_rid, "release", always_503)
+
+    # A short outage of inventory: 15 orders fail their reservation, the breaker opens.
+    inventory.configure(error_rate=1.0)
+    poison_id = place_order(client, poison_rid)
+    outage_ids = place_many(client, 15)
+    wait_for_transition("inventory", to_state="open", timeout=30)
+    inventory.configure(error_rate=0.0)
+    outage_over = timezone.now()
+
+    # Healthy orders keep coming, one every 2 s, through the open time and well after.
+    healthy_ids = []
+    for _ in range(18):
+        healthy_ids.append(place_order(client, new_request_id()))
+        time.sleep(2)
+
+    healthy = [wait_final(order_id, timeout=90) for order_id in healthy_ids]
+    for order_id in outage_ids:
+        wait_final(order_id, timeout=90)
+
+    assert {order.status for order in healthy} == {Order.Status.COMPLETED}
+    bound = datetime.timedelta(seconds=breaker.open_seconds * 1.5 + 10)
+    for order in healthy:
+        reserve = order.sends.get(operation=Op.INVENTORY_RESERVE)
+        waited = reserve.first_attempt_at - order.created_at
+        assert waited <= bound, f"order {order.pk} waited {waited} for its first call"
+    after_outage = list(
+        BreakerTransition.objects.filter(partner="inventory", at__gte=outage_over)
+        .order_by("at", "id")
+        .values_list("from_state", "to_state")
+    )
+    # Recovered once, and the poison never opened it again, though it failed far more
+    # than min_calls times while the breaker was closed.
+    assert after_outage == [("open", "half_open"), ("half_open", "closed")]
+    closed_at = BreakerTransition.objects.get(
+        partner="inventory", from_state="half_open", to_state="closed"
+    ).at
+    poison_failures = [
+        entry
+        for entry in live.requests_log(request_id=poison_rid)
+        if entry["operation"] in ("reserve", "release")
+        and entry["status"] == 503
+        and entry["received_wall"] > closed_at.timestamp()
+    ]
+    assert len(poison_failures) >= breaker.min_calls
+
+    # Let the poison's release through, so nothing of it is left for later tests.
+    live.script(poison_rid, "release", [])
+    assert wait_final(poison_id, timeout=60).is_final

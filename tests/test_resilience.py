@@ -99,13 +99,24 @@ def small_breaker(configure):
         )
 
 
-def answer(status_code=200, *, error_code="", duration=0.01, headers=None, partner=PARTNER):
+def answer(
+    status_code=200,
+    *,
+    error_code="",
+    duration=0.01,
+    headers=None,
+    partner=PARTNER,
+    send_key=None,
+    failed_before=False,
+):
     """Tell the gate about one answer, as the send path does after a call."""
     wire = WireAnswer(
         status_code=status_code, headers=headers or {}, duration_ms=round(duration * 1000)
     )
     decision = decide(status_code=status_code, error_code=error_code, is_compensation=False)
-    gate.observe(partner, answer=wire, decision=decision)
+    gate.observe(
+        partner, answer=wire, decision=decision, send_key=send_key, failed_before=failed_before
+    )
 
 
 def fail(times=1, partner=PARTNER):
@@ -453,6 +464,160 @@ def test_every_process_sees_the_same_breaker(small_breaker, configure, in_other_
     assert (state["calls"], state["failures"]) == (MIN_CALLS, MIN_CALLS)
     assert admission["allowed"] is False
     assert admission["reason"] == "breaker open"
+
+
+# --- the breaker judges the partner, not one send --------------------------------------
+
+FRESH_FIRST_SECONDS = min(breaker.FRESH_SENDS_FIRST_SECONDS, OPEN_SECONDS)
+# Where a test must see a failed-before send held back, it opens for this long: fresh
+# sends then keep the probes for 2 s, ample on a busy machine.
+PATIENT_OPEN_SECONDS = 2.0
+
+
+def poison_fails(times=1, key="poison-send", *, failed_before_first=False):
+    """One send's calls, all 503: after its first, it is a send that failed before."""
+    for number in range(times):
+        answer(503, send_key=key, failed_before=failed_before_first or number > 0)
+
+
+def healthy_sends(count, prefix="healthy"):
+    """`count` different sends, each succeeding at its first call."""
+    for number in range(count):
+        answer(201, send_key=f"{prefix}-{number}")
+
+
+def open_then_wait(configure=None):
+    """Open the breaker and let its open time pass; with `configure`, open it for
+    PATIENT_OPEN_SECONDS instead."""
+    open_seconds = OPEN_SECONDS
+    if configure is not None:
+        open_seconds = PATIENT_OPEN_SECONDS
+        configure(breaker={"open_seconds": open_seconds})
+    open_the_breaker()
+    time.sleep(open_seconds + 0.15)
+
+
+def test_one_send_failing_20_times_counts_as_one_failure(small_breaker):
+    """A poison send retried 20 times is one call and one failure in the window."""
+    poison_fails(20)
+
+    state = gate.breaker_state(PARTNER)
+    assert (state["state"], state["calls"], state["failures"]) == ("closed", 1, 1)
+
+    healthy_sends(MIN_CALLS - 1)  # min_calls reached: 1 failure in 4 is 25 %
+
+    state = gate.breaker_state(PARTNER)
+    assert (state["state"], state["calls"], state["failures"]) == ("closed", MIN_CALLS, 1)
+    assert gate.admit(PARTNER).allowed
+
+
+def test_a_send_counts_with_its_latest_call(small_breaker):
+    """A send that failed, then succeeded, is one call and no failure; slow likewise."""
+    answer(503, send_key="send-1", duration=SLOW_CALL_SECONDS + 0.1)
+    answer(201, send_key="send-1", failed_before=True)
+
+    state = gate.breaker_state(PARTNER)
+    assert (state["calls"], state["failures"], state["slow"]) == (1, 0, 0)
+
+
+def test_different_sends_failing_still_open_it(small_breaker):
+    """The partner failing for min_calls different sends opens it, as before."""
+    for number in range(MIN_CALLS):
+        answer(503, send_key=f"send-{number}")
+
+    state = gate.breaker_state(PARTNER)
+    assert (state["state"], state["calls"], state["failures"]) == ("open", 4, 4)
+
+
+def test_half_open_keeps_its_probes_for_fresh_sends(small_breaker, configure):
+    """Half-open: a send that failed before waits; fresh sends take the probes."""
+    open_then_wait(configure)
+
+    held = gate.admit(PARTNER, failed_before=True)
+    fresh = [gate.admit(PARTNER) for _ in range(PROBES)]
+    still_held = gate.admit(PARTNER, failed_before=True)
+
+    assert not held.allowed
+    assert held.reason == "breaker half-open, probes go to sends that have not failed"
+    assert 0 < held.wait_seconds <= PATIENT_OPEN_SECONDS
+    assert all(admission.allowed for admission in fresh)
+    assert not still_held.allowed
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
+    # The send that was held turned it half-open: recorded once, by that call.
+    assert transitions() == [("closed", "open"), ("open", "half_open")]
+
+
+def test_a_send_that_failed_before_is_probed_once_no_fresh_send_asks(small_breaker, configure):
+    """Only retries waiting (a partner left with poison traffic): they still probe, once
+    no fresh send has asked for a while; a fresh send asking puts that off again."""
+    open_then_wait(configure)  # fresh sends first for 2 s
+    assert not gate.admit(PARTNER, failed_before=True).allowed
+    time.sleep(1.2)
+    assert gate.admit(PARTNER).allowed  # a fresh send asks: the retries wait longer
+    time.sleep(1.2)  # 2.4 s into half-open, 1.2 s after the fresh send asked
+    assert not gate.admit(PARTNER, failed_before=True).allowed
+
+    time.sleep(1.2)
+
+    assert gate.admit(PARTNER, failed_before=True).allowed
+
+
+def test_a_poison_send_cannot_reopen_it_when_fresh_probes_succeed(small_breaker):
+    """The poison send's probe fails, again and again: its slot is freed each time, the
+    breaker stays half-open, and the fresh probes that succeed close it."""
+    open_then_wait()
+    time.sleep(FRESH_FIRST_SECONDS + 0.1)
+    assert gate.admit(PARTNER, failed_before=True).allowed  # nobody fresh: poison probes
+
+    poison_fails(4, failed_before_first=True)  # and fails, as it always does
+
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))  # its slot came back
+    healthy_sends(PROBES)
+    state = gate.breaker_state(PARTNER)
+    assert (state["state"], state["calls"], state["failures"]) == ("closed", 0, 0)
+    assert transitions() == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_different_sends_failing_again_as_probes_do_reopen_it(small_breaker):
+    """Probes of half_open_probes different failed-before sends all fail, nothing
+    succeeding: that is the partner, not one order. Open again, with the reason."""
+    open_then_wait()
+    time.sleep(FRESH_FIRST_SECONDS + 0.1)
+    for number in range(PROBES - 1):
+        assert gate.admit(PARTNER, failed_before=True).allowed
+        answer(503, send_key=f"retry-{number}", failed_before=True)
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
+
+    answer(503, send_key=f"retry-{PROBES - 1}", failed_before=True)
+
+    assert gate.breaker_state(PARTNER)["state"] == "open"
+    assert transitions()[-1] == ("half_open", "open")
+    reopened = BreakerTransition.objects.filter(from_state="half_open").get()
+    assert reopened.reason.startswith("probes of 3 different sends that had failed before")
+
+
+def test_a_probe_success_clears_the_tally_of_sends_failing_again(small_breaker):
+    """Two failed-before sends fail, a probe succeeds, two more fail: still half-open."""
+    open_then_wait()
+    assert gate.admit(PARTNER).allowed
+    answer(503, send_key="retry-1", failed_before=True)
+    answer(503, send_key="retry-2", failed_before=True)
+    answer(201, send_key="retry-3", failed_before=True)
+    answer(503, send_key="retry-4", failed_before=True)
+    answer(503, send_key="retry-5", failed_before=True)
+
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
+
+
+def test_a_fresh_sends_failed_probe_still_reopens_it_at_once(small_breaker):
+    """A send that never failed before failing as a probe: the partner, open again."""
+    open_then_wait()
+    assert gate.admit(PARTNER).allowed
+
+    answer(503, send_key="fresh-send")
+
+    assert gate.breaker_state(PARTNER)["state"] == "open"
 
 
 # --- our configured rate ---------------------------------------------------------------

@@ -66,5 +66,6 @@ def breaker_rule(partner: str) -> str:
         f"opens when ≥ {config.failure_rate:.0%} of calls fail or ≥ "
         f"{config.slow_call_rate:.0%} take ≥ {config.slow_call_seconds:g} s, over "
         f"{config.window:g} s and ≥ {config.min_calls} calls; open "
-        f"{config.open_seconds:g} s; {config.half_open_probes} probe(s) when half-open"
+        f"{config.open_seconds:g} s; {config.half_open_probes} probe(s) when half-open, "
+        "fresh sends first; a send's retries count once"
     )

@@ -5,12 +5,27 @@ The rules (`settings.DUALSEND_PARTNERS[partner].breaker`, a `BreakerSettings`):
 - CLOSED → OPEN when, over the last `window` seconds and at least `min_calls` calls, the
   share of failed calls reaches `failure_rate`, or the share of calls slower than
   `slow_call_seconds` reaches `slow_call_rate`.
+- The breaker judges the partner, not one send: the window holds each send once (keyed
+  by its idempotency key), with the outcome of its latest call in the window. A send
+  retried 20 times against a 503 is one call and one failure, not twenty; the same send
+  succeeding later is one call and no failure. (A call reported without a send key, as
+  the tests' bare observations are, counts on its own.)
 - OPEN refuses every call for `open_seconds`. Nothing runs on a timer: the first `admit`
-  after that turns it HALF_OPEN and is the first probe.
+  after that turns it HALF_OPEN and, unless it is held back as below, is the first probe.
 - HALF_OPEN lets `half_open_probes` calls through, counted across all workers. One probe
   that fails, or is slow, opens it again for a fresh `open_seconds`; all probes
   succeeding close it with an empty window. A probe whose worker died never reports:
   after the longest a call can take, its slot is given to another call.
+- Probes go to fresh sends first. A send that has called before and is still not final
+  ("failed before": its earlier calls came back without a definite answer) is refused a
+  probe slot while sends that never called keep asking: it may wait until no fresh send
+  has asked for `fresh_first_seconds` (`FRESH_SENDS_FIRST_SECONDS`, at most
+  `open_seconds`), so a partner with nothing but retries to send is still probed.
+- A failed-before send whose probe fails does not reopen the breaker by itself: one
+  poison order must not keep a partner closed to everyone. Its slot is freed and the
+  send is noted; only when `half_open_probes` different failed-before sends have failed
+  as probes, with no probe succeeding in between, does it open again. Any probe success
+  clears that tally, and a fresh send's failed probe still opens it at once.
 
 Each decision is one Lua script, so it is atomic across workers, and time is Redis's own
 clock (`TIME`), one clock for all of them. A script says whether it made a transition;
@@ -54,6 +69,9 @@ State = BreakerTransition.State
 PROBE_REPORT_MARGIN_SECONDS = 5.0
 # While every probe is in flight, others ask again this soon: probes usually answer fast.
 HALF_OPEN_RECHECK_SECONDS = 1.0
+# Half-open, a send that failed before waits for a probe slot until no fresh send has
+# asked for this long (capped at the breaker's open_seconds).
+FRESH_SENDS_FIRST_SECONDS = 5.0
 
 
 class CallHealth(enum.StrEnum):
@@ -64,11 +82,21 @@ class CallHealth(enum.StrEnum):
     NEUTRAL = "neutral"  # 429, 409 idempotency_in_progress: says nothing about health
 
 
+class Refusal(enum.StrEnum):
+    """Why `admit` said no."""
+
+    NONE = ""
+    OPEN = "open"
+    PROBES_IN_USE = "probes_in_use"
+    FRESH_FIRST = "fresh_first"  # half-open, probes kept for sends that never failed
+
+
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
     state: str
     wait_seconds: float = 0.0
+    refusal: Refusal = Refusal.NONE
 
 
 # The clock every script reads: Redis's, in integer milliseconds (Lua numbers come back
@@ -78,63 +106,84 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# KEYS[1]: the breaker's hash. ARGV: probes, probe_lease_ms, recheck_ms.
-# Returns {allowed (0|1), state, wait_ms, previous state when this call changed it, or ''}.
+# KEYS[1]: the breaker's hash. ARGV: probes, probe_lease_ms, recheck_ms, failed_before
+# (0|1), fresh_first_ms. `fresh_asked` is when a fresh send last asked, or when the open
+# time ended if none has since.
+# Returns {allowed (0|1), state, wait_ms, previous state when this call changed it or '',
+# refusal or ''}.
 ADMIT_SCRIPT = (
     _NOW_MS
     + """
 local probes, lease, recheck = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local failed_before, fresh_first = ARGV[4] == '1', tonumber(ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'state', 'open_until', 'probes_admitted',
-                     'probe_successes', 'probe_deadline')
+                     'probe_successes', 'probe_deadline', 'fresh_asked')
 local state = h[1] or 'closed'
 
 if state == 'closed' then
-  return {1, 'closed', 0, ''}
+  return {1, 'closed', 0, '', ''}
 end
 
+local previous = ''
 if state == 'open' then
   local open_until = tonumber(h[2] or '0')
   if now < open_until then
-    return {0, 'open', open_until - now, ''}
+    return {0, 'open', open_until - now, '', 'open'}
   end
-  -- Open long enough: this call turns it half-open and is the first probe.
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes_admitted', 1,
-             'probe_successes', 0, 'probe_deadline', now + lease)
-  return {1, 'half_open', 0, 'open'}
+  -- Open long enough: this call turns it half-open, and is its first probe unless it
+  -- failed before and fresh sends still get the first chance.
+  previous = 'open'
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes_admitted', 0,
+             'probe_successes', 0, 'probe_deadline', 0, 'fresh_asked', open_until)
+  h = {'half_open', open_until, '0', '0', '0', tostring(open_until)}
 end
 
 local admitted = tonumber(h[3] or '0')
 local successes = tonumber(h[4] or '0')
 local deadline = tonumber(h[5] or '0')
+if failed_before then
+  local fresh_until = tonumber(h[6] or '0') + fresh_first
+  if now < fresh_until then
+    return {0, 'half_open', fresh_until - now, previous, 'fresh_first'}
+  end
+else
+  -- A fresh send is asking: sends that failed before keep waiting a while longer.
+  redis.call('HSET', KEYS[1], 'fresh_asked', now)
+end
 if now >= deadline then
   -- Probes admitted this long ago never reported (their worker died): free their slots.
   admitted = successes
 end
 if admitted < probes then
   redis.call('HSET', KEYS[1], 'probes_admitted', admitted + 1, 'probe_deadline', now + lease)
-  return {1, 'half_open', 0, ''}
+  return {1, 'half_open', 0, previous, ''}
 end
-return {0, 'half_open', math.max(1, math.min(recheck, deadline - now)), ''}
+return {0, 'half_open', math.max(1, math.min(recheck, deadline - now)), previous,
+        'probes_in_use'}
 """
 )
 
-# KEYS: the hash, then sorted sets (score: when, in ms) of the window's calls, failed
-# calls and slow calls. ARGV: outcome, slow (0|1), call id, window_ms, min_calls,
-# failure_rate, slow_call_rate, open_ms, probes.
+# KEYS: the hash, then sorted sets (member: the send's key, score: its latest call, in
+# ms) of the window's sends called, failed and slow, then the set of failed-before sends
+# whose probe failed this half-open. ARGV: outcome, slow (0|1), send key, window_ms,
+# min_calls, failure_rate, slow_call_rate, open_ms, probes, failed_before (0|1).
 # Returns {state, previous state when this call changed it or '', why, calls, failures, slow}.
 OBSERVE_SCRIPT = (
     _NOW_MS
     + """
-local outcome, is_slow, call_id = ARGV[1], ARGV[2] == '1', ARGV[3]
+local outcome, is_slow, send_key = ARGV[1], ARGV[2] == '1', ARGV[3]
 local window, min_calls = tonumber(ARGV[4]), tonumber(ARGV[5])
 local failure_rate, slow_rate = tonumber(ARGV[6]), tonumber(ARGV[7])
 local open_ms, probes = tonumber(ARGV[8]), tonumber(ARGV[9])
+local failed_before = ARGV[10] == '1'
 local h = redis.call('HMGET', KEYS[1], 'state', 'probes_admitted', 'probe_successes')
 local state = h[1] or 'closed'
 
 local function open_breaker()
   redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + open_ms)
-  redis.call('HDEL', KEYS[1], 'probes_admitted', 'probe_successes', 'probe_deadline')
+  redis.call('HDEL', KEYS[1], 'probes_admitted', 'probe_successes', 'probe_deadline',
+             'fresh_asked')
+  redis.call('DEL', KEYS[5])
 end
 
 if state == 'open' then
@@ -151,6 +200,22 @@ if state == 'half_open' then
     end
     return {'half_open', '', '', 0, 0, 0}
   end
+  if outcome == 'failure' and failed_before then
+    -- This send failing again says more about the send than about the partner: free its
+    -- slot and note it. Enough different such sends failing, and nothing succeeding, is
+    -- the partner.
+    if admitted > successes then
+      redis.call('HINCRBY', KEYS[1], 'probes_admitted', -1)
+    end
+    redis.call('SADD', KEYS[5], send_key)
+    redis.call('PEXPIRE', KEYS[5], window + open_ms)
+    local failing = redis.call('SCARD', KEYS[5])
+    if failing >= probes then
+      open_breaker()
+      return {'open', 'half_open', 'probes_failed_again', 0, failing, 0}
+    end
+    return {'half_open', '', '', 0, 0, 0}
+  end
   if outcome == 'failure' then
     open_breaker()
     return {'open', 'half_open', 'probe_failed', 0, 0, 0}
@@ -159,11 +224,12 @@ if state == 'half_open' then
     open_breaker()
     return {'open', 'half_open', 'probe_slow', 0, 0, 0}
   end
+  redis.call('DEL', KEYS[5])
   successes = redis.call('HINCRBY', KEYS[1], 'probe_successes', 1)
   if successes >= probes then
     redis.call('HSET', KEYS[1], 'state', 'closed')
     redis.call('HDEL', KEYS[1], 'open_until', 'probes_admitted', 'probe_successes',
-               'probe_deadline')
+               'probe_deadline', 'fresh_asked')
     redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
     return {'closed', 'half_open', 'probes_succeeded', 0, 0, 0}
   end
@@ -174,12 +240,17 @@ for i = 2, 4 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
 end
 if outcome ~= 'neutral' then
-  redis.call('ZADD', KEYS[2], now, call_id)
+  -- One member per send: its latest call decides whether it is a failure, or slow.
+  redis.call('ZADD', KEYS[2], now, send_key)
   if outcome == 'failure' then
-    redis.call('ZADD', KEYS[3], now, call_id)
+    redis.call('ZADD', KEYS[3], now, send_key)
+  else
+    redis.call('ZREM', KEYS[3], send_key)
   end
   if is_slow then
-    redis.call('ZADD', KEYS[4], now, call_id)
+    redis.call('ZADD', KEYS[4], now, send_key)
+  else
+    redis.call('ZREM', KEYS[4], send_key)
   end
   for i = 2, 4 do
     -- An idle partner's window disappears by itself.
@@ -219,16 +290,22 @@ return {h[1] or 'closed',
 )
 
 
-def admit(partner: str) -> Verdict:
-    """May a call to `partner` go ahead? Turns OPEN into HALF_OPEN when its time is up."""
+def admit(partner: str, *, failed_before: bool = False) -> Verdict:
+    """May a call to `partner` go ahead? Turns OPEN into HALF_OPEN when its time is up.
+
+    `failed_before`: the send has called before and is still not final; half-open, it
+    waits while fresh sends want the probes.
+    """
     config = _breaker_config(partner)
-    allowed, state, wait_ms, previous = run_script(
+    allowed, state, wait_ms, previous, refusal = run_script(
         ADMIT_SCRIPT,
         keys=_keys(partner)[:1],
         args=[
             config.half_open_probes,
             _milliseconds(_probe_lease_seconds(partner)),
             _milliseconds(HALF_OPEN_RECHECK_SECONDS),
+            int(failed_before),
+            _milliseconds(_fresh_first_seconds(config)),
         ],
     )
     state = _text(state)
@@ -240,11 +317,27 @@ def admit(partner: str) -> Verdict:
             f"open for {config.open_seconds:g} s: letting "
             f"{config.half_open_probes} probe call(s) through",
         )
-    return Verdict(allowed=bool(allowed), state=state, wait_seconds=wait_ms / 1000)
+    return Verdict(
+        allowed=bool(allowed),
+        state=state,
+        wait_seconds=wait_ms / 1000,
+        refusal=Refusal(_text(refusal)),
+    )
 
 
-def record_call(partner: str, *, health: CallHealth, slow: bool) -> None:
-    """Count a finished call in the window, or as a probe; open or close if it says so."""
+def record_call(
+    partner: str,
+    *,
+    health: CallHealth,
+    slow: bool,
+    send_key: str | None = None,
+    failed_before: bool = False,
+) -> None:
+    """Count a finished call in the window, or as a probe; open or close if it says so.
+
+    `send_key` names the send (its idempotency key): its calls count once in the window.
+    Without one the call counts on its own. `failed_before` as for `admit`.
+    """
     config = _breaker_config(partner)
     state, previous, why, calls, failures, slow_calls = run_script(
         OBSERVE_SCRIPT,
@@ -252,13 +345,14 @@ def record_call(partner: str, *, health: CallHealth, slow: bool) -> None:
         args=[
             str(health),
             int(slow),
-            uuid.uuid4().hex,
+            send_key or f"call:{uuid.uuid4().hex}",
             _milliseconds(config.window),
             config.min_calls,
             config.failure_rate,
             config.slow_call_rate,
             _milliseconds(config.open_seconds),
             config.half_open_probes,
+            int(failed_before),
         ],
     )
     if previous:
@@ -285,7 +379,7 @@ def current_state(partner: str) -> dict[str, Any]:
 def _keys(partner: str) -> list[str]:
     # One hash tag per partner: on a Redis Cluster a script's keys share a slot.
     base = f"{key_prefix()}:breaker:{{{partner}}}"
-    return [base, f"{base}:calls", f"{base}:failures", f"{base}:slow"]
+    return [base, f"{base}:calls", f"{base}:failures", f"{base}:slow", f"{base}:failing_again"]
 
 
 def _breaker_config(partner: str) -> BreakerSettings:
@@ -295,6 +389,11 @@ def _breaker_config(partner: str) -> BreakerSettings:
 def _probe_lease_seconds(partner: str) -> float:
     """The longest a probe's call can take: past it, the probe is taken as lost."""
     return settings.DUALSEND_PARTNERS[partner].longest_call_seconds + PROBE_REPORT_MARGIN_SECONDS
+
+
+def _fresh_first_seconds(config: BreakerSettings) -> float:
+    """How long half-open keeps its probes for fresh sends after the last one asked."""
+    return min(FRESH_SENDS_FIRST_SECONDS, config.open_seconds)
 
 
 def _milliseconds(seconds: float) -> int:
@@ -322,6 +421,11 @@ def _reason(why: str, config: BreakerSettings, *, calls: int, failures: int, slo
         return "a probe call failed"
     if why == "probe_slow":
         return f"a probe call took {config.slow_call_seconds:g} s or more"
+    if why == "probes_failed_again":
+        return (
+            f"probes of {failures} different sends that had failed before all failed again, "
+            "none succeeding in between"
+        )
     return f"{config.half_open_probes} probe call(s) succeeded"
 
 

@@ -5,6 +5,11 @@ again? `observe(partner, ...)` after it: what the answer says about the partner'
 and the pace it asks for. Both are shared by every worker through Redis. Neither sleeps:
 a refused send is rescheduled by its task, so no worker slot is held while waiting.
 
+The send path also says which send is calling (`send_key`, its idempotency key) and
+whether it has called before without a final answer (`failed_before`): the breaker
+judges the partner, not one send, so a send's repeated failures count once and a poison
+send cannot take the half-open probes from fresh ones (see `breaker`).
+
 Redis unreachable → fail open: the call is allowed and nothing is recorded, with a
 warning. Without Redis we lose the breaker and the rate limit for a while; we do not
 turn a Redis outage into an outage of both partners.
@@ -25,6 +30,7 @@ PARTNER_ASKED_TO_WAIT = "partner asked to wait"
 RATE_LIMIT = "rate limit"
 BREAKER_OPEN = "breaker open"
 BREAKER_PROBES_IN_USE = "breaker half-open, probes in use"
+BREAKER_FRESH_FIRST = "breaker half-open, probes go to sends that have not failed"
 
 # A refusal always names a wait above zero, so a caller never spins on "ask again now".
 MIN_WAIT_SECONDS = 0.01
@@ -36,28 +42,38 @@ class Admission:
     # When not allowed: how long until it is worth asking again (>0, capped at
     # settings.DUALSEND_MAX_COUNTDOWN_SECONDS).
     wait_seconds: float = 0.0
-    reason: str = ""  # one of the four reasons above
+    reason: str = ""  # one of the five reasons above
 
 
 ADMITTED = Admission(allowed=True)
 
 
-def admit(partner: str) -> Admission:
+def admit(partner: str, *, failed_before: bool = False) -> Admission:
     """Before a call, in this order: the partner's own pause (Retry-After / X-RateLimit),
     our configured rate, the breaker.
+
+    `failed_before`: the send has called before and is still not final. A half-open
+    breaker keeps its probes for fresh sends a while; this one waits.
 
     The breaker comes last because a half-open probe slot is the scarcest thing here: a
     call the rate limit refuses must not hold one. (A call the breaker refuses has used a
     slot of our rate; that only slows us down, never the partner's protection.)
     """
     try:
-        return _admit(partner)
+        return _admit(partner, failed_before=failed_before)
     except RedisError as exc:
         warn_unreachable("admit", partner, exc)
         return ADMITTED
 
 
-def observe(partner: str, *, answer: WireAnswer, decision: Decision) -> None:
+def observe(
+    partner: str,
+    *,
+    answer: WireAnswer,
+    decision: Decision,
+    send_key: str | None = None,
+    failed_before: bool = False,
+) -> None:
     """After a call: feed the breaker and store the pace the partner asked for.
 
     The decision table (`partners/outcomes.py`) says what the answer tells of the
@@ -66,6 +82,10 @@ def observe(partner: str, *, answer: WireAnswer, decision: Decision) -> None:
     are successes. A call that took `slow_call_seconds` or more is slow. `Retry-After`
     on any answer, and `X-RateLimit-Remaining` at or below `slowdown_below`, pause every
     worker's calls to this partner.
+
+    `send_key` names the send, so that its retries count once in the breaker's window;
+    `failed_before` as for `admit` (a failed-before probe failing does not by itself
+    reopen the breaker).
     """
     slow_after = settings.DUALSEND_PARTNERS[partner].breaker.slow_call_seconds
     try:
@@ -74,6 +94,8 @@ def observe(partner: str, *, answer: WireAnswer, decision: Decision) -> None:
             partner,
             health=call_health(decision),
             slow=answer.duration_ms / 1000 >= slow_after,
+            send_key=send_key,
+            failed_before=failed_before,
         )
     except RedisError as exc:
         warn_unreachable("observe", partner, exc)
@@ -95,18 +117,24 @@ def call_health(decision: Decision) -> CallHealth:
     return CallHealth.FAILURE if decision.outcome is AnswerOutcome.RETRY else CallHealth.SUCCESS
 
 
-def _admit(partner: str) -> Admission:
+def _admit(partner: str, *, failed_before: bool) -> Admission:
     paused = ratelimit.pause_remaining(partner)
     if paused > 0:
         return _refused(paused, PARTNER_ASKED_TO_WAIT)
     wait = ratelimit.take_slot(partner)
     if wait > 0:
         return _refused(wait, RATE_LIMIT)
-    verdict = breaker.admit(partner)
+    verdict = breaker.admit(partner, failed_before=failed_before)
     if not verdict.allowed:
-        reason = BREAKER_OPEN if verdict.state == breaker.State.OPEN else BREAKER_PROBES_IN_USE
-        return _refused(verdict.wait_seconds, reason)
+        return _refused(verdict.wait_seconds, _BREAKER_REASONS[verdict.refusal])
     return ADMITTED
+
+
+_BREAKER_REASONS = {
+    breaker.Refusal.OPEN: BREAKER_OPEN,
+    breaker.Refusal.PROBES_IN_USE: BREAKER_PROBES_IN_USE,
+    breaker.Refusal.FRESH_FIRST: BREAKER_FRESH_FIRST,
+}
 
 
 def _refused(wait_seconds: float, reason: str) -> Admission:
