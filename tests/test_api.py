@@ -14,11 +14,14 @@ import uuid
 from datetime import datetime
 
 import pytest
+import redis
 from django.db import IntegrityError, connections
 from django.test import Client, RequestFactory
 
 from dualsend_app.api import views
 from dualsend_app.models import Order, Send
+from project.api_clients import parse_api_clients
+from tests import environment
 from tests.factories import create_send
 from tests.helpers import order_body
 
@@ -28,6 +31,8 @@ TOKEN = "test-token"
 OTHER_TOKEN = "other-test-token"
 ORDERS_URL = "/api/orders"
 VALID = order_body()
+# What every answer shows of VALID: its payment source masked, its last 4 characters only.
+SHOWN = VALID | {"payment_source": "••••visa"}
 ORDER_FIELDS = {
     "id",
     "status",
@@ -60,11 +65,22 @@ SEND_FIELDS = {
 
 @pytest.fixture(autouse=True)
 def api_settings(settings):
-    """Two known tokens and the default limits, whatever the environment says."""
-    settings.DUALSEND_API_TOKENS = [TOKEN, OTHER_TOKEN]
+    """Two known tokens and the default limits, whatever the environment says; the
+    clients' rate limits in Redis keys of this test's own, removed afterwards."""
+    prefix = f"test-api-{uuid.uuid4().hex[:12]}"
+    settings.DUALSEND_API_CLIENTS = parse_api_clients(f"{TOKEN},{OTHER_TOKEN}")
     settings.DUALSEND_MAX_BODY_BYTES = 64 * 1024
     settings.DUALSEND_MAX_WAIT_SECONDS = 30.0
-    return settings
+    settings.DUALSEND_MAX_WAITERS = 8
+    settings.DUALSEND_CLIENT_RATE_LIMIT = "50/second"
+    settings.REDIS_URL = environment.REDIS_URL
+    settings.DUALSEND_RESILIENCE_KEY_PREFIX = prefix
+    yield settings
+    client = redis.Redis.from_url(environment.REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +179,7 @@ def test_create_answers_202_with_the_order_and_its_location(client, dispatched):
     assert data["url"] == f"/api/orders/{order.pk}"
     assert response["Location"] == data["url"]
     assert data["status"] == Order.Status.PENDING
-    assert data["payload"] == VALID
+    assert data["payload"] == SHOWN
     assert {send["operation"] for send in data["sends"]} == {
         "inventory.reserve",
         "payment.charge",
@@ -281,7 +297,7 @@ def test_every_configured_token_is_accepted(client):
 
 def test_no_configured_token_refuses_everyone(client, api_settings, dispatched):
     """With DUALSEND_API_TOKENS empty, every request is 401."""
-    api_settings.DUALSEND_API_TOKENS = []
+    api_settings.DUALSEND_API_CLIENTS = ()
 
     response = post_order(client)
 
@@ -436,6 +452,10 @@ INVALID_FIELDS = [
     (order_body(payment_source=""), "payment_source"),
     (order_body(payment_source=42), "payment_source"),
     (order_body(payment_source=None), "payment_source"),
+    (order_body(payment_source="tok_visa\n"), "payment_source"),
+    (order_body(payment_source="tok\x00visa"), "payment_source"),
+    (order_body(payment_source="tok\u200bvisa"), "payment_source"),
+    (order_body(payment_source="t" * 256), "payment_source"),
     # unknown top-level field
     (order_body(coupon="FREE"), "coupon"),
 ]
@@ -744,7 +764,7 @@ def test_get_returns_the_order_and_every_send(client):
     assert set(body) == ORDER_FIELDS
     assert body["id"] == data["id"]
     assert body["correlation_id"] == "req-get"
-    assert body["payload"] == VALID
+    assert body["payload"] == SHOWN
     assert body["url"] == f"/api/orders/{data['id']}"
     assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
     assert body["dispatched_at"] is None
@@ -888,3 +908,162 @@ def test_get_wait_on_a_final_order_answers_at_once(client):
 
     assert response.json()["status"] == Order.Status.FAILED
     assert time.monotonic() - started < 10
+
+
+# --- an order belongs to the client that created it -----------------------------------
+
+
+def test_another_clients_order_answers_404_exactly_as_an_unknown_id(client):
+    """To any other client an order does not exist: the same 404 body as an unknown id."""
+    data = create(client, token=TOKEN)
+
+    foreign = get_order(client, data["id"], token=OTHER_TOKEN)
+    unknown = get_order(client, uuid.uuid4(), token=OTHER_TOKEN)
+
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json() == unknown.json()
+    assert foreign["Content-Type"] == unknown["Content-Type"]
+    assert get_order(client, data["id"], token=TOKEN).status_code == 200
+
+
+def test_another_clients_wait_answers_404_at_once(client):
+    """?wait on another client's pending order is the unknown-id 404, without waiting."""
+    data = create(client, token=TOKEN)
+
+    started = time.monotonic()
+    response = get_order(client, data["id"], token=OTHER_TOKEN, query="?wait=5")
+
+    assert response.status_code == 404
+    assert response.json() == get_order(client, uuid.uuid4(), token=OTHER_TOKEN).json()
+    assert time.monotonic() - started < 4
+
+
+def test_a_named_client_owns_its_orders_under_its_name(client, api_settings):
+    """`name:token`: the client is its name; the order records the name, never the token."""
+    api_settings.DUALSEND_API_CLIENTS = parse_api_clients("shop:shop-token-1,other:other-tok")
+    data = create(client, token="shop-token-1")
+
+    order = Order.objects.get()
+    assert order.client == "shop"
+    assert get_order(client, data["id"], token="shop-token-1").status_code == 200
+    assert get_order(client, data["id"], token="other-tok").status_code == 404
+
+
+def test_a_named_client_keeps_its_orders_when_its_token_is_rotated(client, api_settings):
+    """The same name with a new token reads the orders the old token created."""
+    api_settings.DUALSEND_API_CLIENTS = parse_api_clients("shop:old-shop-token")
+    data = create(client, token="old-shop-token", key="order-1")
+
+    api_settings.DUALSEND_API_CLIENTS = parse_api_clients("shop:new-shop-token")
+
+    assert get_order(client, data["id"], token="old-shop-token").status_code == 401
+    assert get_order(client, data["id"], token="new-shop-token").status_code == 200
+    replay = post_order(client, token="new-shop-token", key="order-1")
+    assert replay.status_code == 200
+    assert replay.json()["id"] == data["id"]
+
+
+def test_plain_and_named_tokens_work_side_by_side(client, api_settings):
+    """A plain token keeps its sha256 client id next to named clients."""
+    api_settings.DUALSEND_API_CLIENTS = parse_api_clients(f"shop:shop-token,{TOKEN}")
+
+    create(client, token=TOKEN)
+    create(client, token="shop-token")
+
+    assert set(Order.objects.values_list("client", flat=True)) == {
+        hashlib.sha256(TOKEN.encode()).hexdigest()[:16],
+        "shop",
+    }
+
+
+# --- payment_source: never shown whole, validated ---------------------------------------
+
+SOURCE = "pm_card_4242_secret_9f3k"
+
+
+def assert_masked(payload):
+    assert payload["payment_source"] == "••••9f3k"
+
+
+def test_the_payment_source_is_masked_in_the_202(client):
+    """POST answers the source as its last 4 characters behind a mask, never whole."""
+    response = post_order(client, order_body(payment_source=SOURCE))
+
+    assert response.status_code == 202
+    assert_masked(response.json()["payload"])
+    assert SOURCE not in response.content.decode()
+
+
+def test_the_payment_source_is_masked_in_a_replay(client):
+    """A replay (200) masks the source too."""
+    create(client, order_body(payment_source=SOURCE), key="order-1")
+
+    response = post_order(client, order_body(payment_source=SOURCE), key="order-1")
+
+    assert response.status_code == 200
+    assert_masked(response.json()["payload"])
+    assert SOURCE not in response.content.decode()
+
+
+def test_the_payment_source_is_masked_in_get_and_wait(client):
+    """GET, with and without ?wait, masks the source."""
+    data = create(client, order_body(payment_source=SOURCE))
+
+    for query in ("", "?wait=0.1"):
+        response = get_order(client, data["id"], query=query)
+        assert_masked(response.json()["payload"])
+        assert SOURCE not in response.content.decode()
+
+
+@pytest.mark.parametrize("source", ["tok_1", "abcd", "x", "visa123"])
+def test_a_short_payment_source_is_masked_whole(client, source):
+    """Under 8 characters, showing the last 4 would show most of it: all masked."""
+    data = create(client, order_body(payment_source=source))
+
+    assert data["payload"]["payment_source"] == "••••"
+
+
+def test_masking_changes_nothing_stored_or_sent(client):
+    """The order and the charge's request keep the source whole: retries send the same bytes."""
+    data = create(client, order_body(payment_source=SOURCE))
+
+    order = Order.objects.get(pk=data["id"])
+    charge = order.sends.get(operation=Send.Operation.PAYMENT_CHARGE)
+    assert order.payload["payment_source"] == SOURCE
+    assert json.loads(charge.request_body)["source"] == SOURCE
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["tok_visa\n", "tok\rvisa", "tok\x00visa", "tok\x1bvisa", "tok\tvisa", "tok\u2028visa"],
+    ids=["newline", "carriage-return", "nul", "escape", "tab", "line-separator"],
+)
+def test_a_payment_source_with_a_control_character_answers_422(client, dispatched, source):
+    """Not printable: 422 naming `payment_source`, nothing written, the source not echoed."""
+    response = post_order(client, order_body(payment_source=source))
+
+    assert response.status_code == 422
+    assert set(error_of(response)["fields"]) == {"payment_source"}
+    assert source not in response.content.decode()
+    assert_nothing_written(dispatched)
+
+
+def test_a_payment_source_of_256_characters_answers_422(client, dispatched):
+    """More than 255 characters: 422 naming `payment_source`."""
+    response = post_order(client, order_body(payment_source="t" * 256))
+
+    assert response.status_code == 422
+    assert error_of(response)["fields"] == {
+        "payment_source": "must be a string of 1 to 255 printable characters"
+    }
+    assert_nothing_written(dispatched)
+
+
+def test_a_payment_source_of_255_printable_characters_is_accepted(client):
+    """255 printable characters (spaces and non-ASCII letters included) is the longest."""
+    source = "tok é " + "x" * 249
+
+    data = create(client, order_body(payment_source=source))
+
+    assert Order.objects.get(pk=data["id"]).payload["payment_source"] == source
+    assert data["payload"]["payment_source"] == "••••xxxx"

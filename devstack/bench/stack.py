@@ -22,6 +22,7 @@ from devstack.stack.processes import StartupError
 from devstack.stack.services import Faults, Stack, partner_settings
 
 # Far above anything the bench sends: our shared limiter (per partner, all workers)...
+BENCH_CLIENT_RATE_LIMIT = "100000/second"
 OUR_RATE_LIMIT = "10000/s"
 # ...and the simulators' own window (POST /_sim/config).
 PARTNER_RATE_LIMIT = {"limit": 100_000, "window": 1}
@@ -98,6 +99,13 @@ class BenchStack(Stack):
     def child_environment(self) -> dict[str, str]:
         return (
             super().child_environment()
-            | {"DATABASE_URL": self.database_url}
+            | {
+                "DATABASE_URL": self.database_url,
+                # The bench measures how fast dualsend is, not its protection against a
+                # greedy client: its one client may go as fast as it can, and every
+                # client thread may hold a long poll.
+                "DUALSEND_CLIENT_RATE_LIMIT": BENCH_CLIENT_RATE_LIMIT,
+                "DUALSEND_MAX_WAITERS": str(self.web_threads),
+            }
             | partner_settings({"RATE_LIMIT": OUR_RATE_LIMIT})
         )

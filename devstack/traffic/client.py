@@ -29,6 +29,10 @@ POST_TRIES = 4
 POST_RETRY_SECONDS = 0.5
 HTTP_TIMEOUT = 10.0
 LONG_POLL_SECONDS = 5
+# Answers that say "not now" rather than "no": the same request goes again, same key.
+TRANSIENT = frozenset({409, 429})
+EARLY_ANSWER_SECONDS = 0.5
+EARLY_ANSWER_PAUSE_SECONDS = 0.25
 SKUS = [f"SKU-{number}" for number in range(1, 21)]
 # Where the orders' randomness comes from: a seeded Random, or the random module itself.
 Rng = random.Random | ModuleType
@@ -94,6 +98,16 @@ def order_payload(kind: Kind, rng: Rng = random) -> dict[str, Any]:
 # --- dualsend's API -----------------------------------------------------------------------
 
 
+def retry_after(response: requests.Response | None) -> float:
+    """The seconds a 429 or 503 asks us to wait (0 when it names none)."""
+    if response is None:
+        return 0.0
+    try:
+        return float(response.headers.get("Retry-After", 0))
+    except ValueError:
+        return 0.0
+
+
 class ApiClient:
     """dualsend's HTTP API, one pooled session per thread."""
 
@@ -134,21 +148,30 @@ class ApiClient:
                     order.order_id, order.status, order.error = body["id"], body["status"], ""
                     return order
                 order.error = f"POST answered {response.status_code}: {response.text[:200]}"
-                if response.status_code < 500 and response.status_code != 409:
+                if response.status_code < 500 and response.status_code not in TRANSIENT:
                     return order  # a definite no: sending it again cannot help
             if attempt < POST_TRIES:
-                time.sleep(POST_RETRY_SECONDS * attempt)
+                time.sleep(max(POST_RETRY_SECONDS * attempt, retry_after(response)))
         return order
 
     def wait_until_final(self, order: DemoOrder, deadline: float) -> DemoOrder:
         """Long-poll GET /api/orders/<id>?wait=N until the order is final or time is up."""
         while not order.is_final and time.monotonic() < deadline and not self.cancelled.is_set():
             wait = max(1, min(LONG_POLL_SECONDS, int(deadline - time.monotonic())))
+            asked = time.monotonic()
             try:
                 order.status = self.get_order(order.order_id, wait=wait)["status"]
+            except requests.HTTPError as exc:
+                order.error = f"GET failed: {exc}"
+                time.sleep(max(POST_RETRY_SECONDS, retry_after(exc.response)))
             except (requests.RequestException, ValueError, KeyError) as exc:
                 order.error = f"GET failed: {exc}"
                 time.sleep(POST_RETRY_SECONDS)
+            else:
+                if not order.is_final and time.monotonic() - asked < EARLY_ANSWER_SECONDS:
+                    # Answered at once (the server's long polls were all taken): ask again
+                    # a little later, not in a tight loop that spends our rate limit.
+                    time.sleep(EARLY_ANSWER_PAUSE_SECONDS)
         return order
 
     def get_order(self, order_id: str, *, wait: int) -> dict[str, Any]:

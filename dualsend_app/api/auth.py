@@ -1,27 +1,24 @@
-"""The bearer token check of the API, and the client id idempotency keys are scoped to.
+"""The bearer token check of the API: which client is calling.
 
-A token is compared with every configured token in constant time (`hmac.compare_digest`).
-The token itself is never stored nor logged: an order records `client_id(token)`, a short
-sha256 hex of it. Rotating a token therefore starts a new idempotency scope.
+A presented token is compared with every configured token in constant time
+(`hmac.compare_digest`). The token itself is never stored nor logged: an order records
+the client's id (its name, or a short sha256 hex of a plain token; see
+`project/api_clients.py`), which scopes idempotency keys, the rate limit and who may
+read the order.
 """
 
-import hashlib
 import hmac
 
 from django.conf import settings
 from django.http import HttpRequest
 
+from project.api_clients import ApiClient
+
 from . import errors
 
-CLIENT_ID_LENGTH = 16  # hex characters: 64 bits tell a handful of tokens apart
 
-
-def client_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:CLIENT_ID_LENGTH]
-
-
-def authenticate(request: HttpRequest) -> str:
-    """The client id of the request's bearer token; ApiError 401 when it is missing or wrong."""
+def authenticate(request: HttpRequest) -> ApiClient:
+    """The client of the request's bearer token; ApiError 401 when it is missing or wrong."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
@@ -29,9 +26,9 @@ def authenticate(request: HttpRequest) -> str:
     presented_bytes = presented.encode()
     matched = None
     # No early exit: the time taken does not tell which configured token was close.
-    for token in settings.DUALSEND_API_TOKENS:
-        if token and hmac.compare_digest(token.encode(), presented_bytes):
-            matched = token
+    for client in settings.DUALSEND_API_CLIENTS:
+        if hmac.compare_digest(client.token.encode(), presented_bytes):
+            matched = client
     if matched is None:
         raise errors.unauthorized()
-    return client_id(matched)
+    return matched

@@ -1,11 +1,12 @@
 """An order, its status and every send, as the JSON of GET /api/orders/<id>.
 
-Datetimes are ISO 8601 with their UTC offset, or null.
+Datetimes are ISO 8601 with their UTC offset, or null. `payment_source` is masked.
 """
 
 import datetime
 from typing import Any
 
+from dualsend_app.masking import mask_payment_source
 from dualsend_app.models import Order, Send
 
 
@@ -23,7 +24,8 @@ def order_to_dict(order: Order) -> dict[str, Any]:
             "items": order.payload["items"],
             "amount": order.payload["amount"],
             "currency": order.payload["currency"],
-            "payment_source": order.payload["payment_source"],
+            # Never whole: the last 4 characters at most (masking.py).
+            "payment_source": mask_payment_source(order.payload.get("payment_source")),
         },
         "url": order.get_absolute_url(),
         "sends": [send_to_dict(send) for send in order.sends.all()],

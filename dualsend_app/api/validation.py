@@ -25,6 +25,7 @@ MAX_AMOUNT = 2**53 - 1
 ORDER_FIELDS = ("items", "amount", "currency", "payment_source")
 ITEM_FIELDS = ("sku", "quantity")
 CURRENCY = re.compile(r"[A-Za-z]{3}")
+MAX_PAYMENT_SOURCE_LENGTH = 255
 
 REQUIRED = "is required"
 UNKNOWN = "is not an allowed field"
@@ -34,7 +35,9 @@ SKU_MESSAGE = f"must be a non-empty string of at most {MAX_SKU_LENGTH} character
 QUANTITY_MESSAGE = f"must be an integer from 1 to {MAX_QUANTITY}"
 AMOUNT_MESSAGE = f"must be a positive integer in minor units (at most {MAX_AMOUNT})"
 CURRENCY_MESSAGE = "must be 3 ASCII letters (an ISO 4217 code such as usd)"
-PAYMENT_SOURCE_MESSAGE = "must be a non-empty string"
+PAYMENT_SOURCE_MESSAGE = (
+    f"must be a string of 1 to {MAX_PAYMENT_SOURCE_LENGTH} printable characters"
+)
 WAIT_MESSAGE = "must be a number of seconds, 0 or more"
 
 
@@ -123,7 +126,7 @@ def validate_order(document: dict[str, Any]) -> tuple[dict[str, Any] | None, dic
     if "currency" in document and not (isinstance(currency, str) and CURRENCY.fullmatch(currency)):
         problems["currency"] = CURRENCY_MESSAGE
     source = document.get("payment_source")
-    if "payment_source" in document and not (isinstance(source, str) and source):
+    if "payment_source" in document and not _is_payment_source(source):
         problems["payment_source"] = PAYMENT_SOURCE_MESSAGE
 
     if problems:
@@ -154,6 +157,16 @@ def _item_problems(items: Any) -> dict[str, str]:
         if not (_is_int(quantity) and 1 <= quantity <= MAX_QUANTITY):
             problems[f"{name}.quantity"] = QUANTITY_MESSAGE if "quantity" in item else REQUIRED
     return problems
+
+
+def _is_payment_source(value: Any) -> bool:
+    # Printable: no control, format or separator characters (a newline, a NUL, a
+    # zero-width space), which a card token never holds and a log or a page would render.
+    return (
+        isinstance(value, str)
+        and 1 <= len(value) <= MAX_PAYMENT_SOURCE_LENGTH
+        and value.isprintable()
+    )
 
 
 def _is_int(value: Any) -> bool:
