@@ -2,10 +2,12 @@
 
 A partner value that is wrong on its own (a negative timeout, a rate that does not parse)
 never gets this far: `project/partner_settings.py` refuses it while the settings load.
-What is left here are the rules that span several settings, and the guard on our fix to
-kombu's Redis transport.
+What is left here are the rules that span several settings, the guard on our fix to
+kombu's Redis transport, and one that asks PostgreSQL whether the processes' connection
+pools fit its max_connections (dualsend.W006).
 """
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +15,11 @@ import kombu
 from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
+from django.db import DatabaseError, connections
 
 from project import redis_transport
+
+logger = logging.getLogger(__name__)
 
 
 @checks.register(checks.Tags.compatibility)
@@ -60,3 +65,59 @@ def check_the_kombu_fix_matches_kombu(
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.database)
+def check_the_pools_fit_max_connections(
+    app_configs: Sequence[AppConfig] | None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[checks.CheckMessage]:
+    """Each process holds at most its pool's max_size connections to PostgreSQL: together
+    they must fit the server's max_connections (less those reserved for superusers), or a
+    burst ends in "too many clients already" before the pools ever fill.
+
+    A database check: Django runs it with `migrate` and `manage.py check --database
+    default`, not on every start. Skipped without a pool (SQLite), and when the server
+    does not answer: the check must never be what fails.
+    """
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        pool = connections[alias].settings_dict.get("OPTIONS", {}).get("pool")
+        if connections[alias].vendor != "postgresql" or not isinstance(pool, dict):
+            continue
+        try:
+            available = _connections_available(alias)
+        except DatabaseError as exc:
+            logger.info("check of %s's pool skipped: the database did not answer (%s)", alias, exc)
+            continue
+        processes = settings.DUALSEND_EXPECTED_PROCESSES
+        wanted = pool["max_size"] * processes
+        if wanted > available:
+            messages.append(
+                checks.Warning(
+                    f"{processes} processes with a pool of {pool['max_size']} connections "
+                    f"each may open {wanted} connections to database {alias!r}, but the "
+                    f"server takes {available} (max_connections less the reserved ones)",
+                    hint=(
+                        "Lower DATABASE_POOL_MAX_SIZE (a thread holds a connection only while "
+                        "it uses the database), raise max_connections on the server, or put "
+                        "PgBouncer in front. DUALSEND_EXPECTED_PROCESSES is the number of "
+                        "web and worker processes sharing this database."
+                    ),
+                    id="dualsend.W006",
+                )
+            )
+    return messages
+
+
+def _connections_available(alias: str) -> int:
+    """max_connections less the slots PostgreSQL keeps for superusers and, from 16, for
+    the roles granted pg_use_reserved_connections."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true), '0')::int"
+        )
+        return cursor.fetchone()[0]

@@ -3,12 +3,23 @@
     {"error": {"code": "invalid_fields", "message": "...", "fields": {"amount": "..."}}}
 
 `fields` is present only on a 422 that names invalid fields. Code raises `ApiError`;
-the view wrapper turns it into a response with `error_response`.
+the view wrapper turns it into a response with `error_response`. A dependency that is
+down (the database, the broker, Redis) surfaces as an exception of its own driver:
+`unavailable_for` names it, and the wrapper answers 503 with Retry-After, never 500.
 """
 
 from collections.abc import Iterable
 
+import kombu.exceptions
+import psycopg.errors
+import redis.exceptions
+from django import db
 from django.http import JsonResponse
+from psycopg_pool import PoolTimeout
+
+# How long a client should wait before it tries again after a 503. A database or Redis
+# restart, a failover, a burst that filled the pool: seconds, not minutes.
+RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
@@ -110,3 +121,37 @@ def method_not_allowed(method: str, allowed: Iterable[str]) -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, "internal_error", "unexpected server error; see the server log")
+
+
+def service_unavailable(what: str, retry_after: int = RETRY_AFTER_SECONDS) -> ApiError:
+    """503: `what` ("the database is unreachable") cannot serve this request right now."""
+    return ApiError(
+        503,
+        "service_unavailable",
+        f"{what}; retry shortly",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def unavailable_for(exc: BaseException) -> ApiError | None:
+    """The 503 for an exception that says a dependency is down, or None for any other.
+
+    Django wraps the driver's errors (`django.db.OperationalError` and `InterfaceError`)
+    and keeps the original as `__cause__`: psycopg_pool's PoolTimeout (no connection within
+    DATABASE_POOL_TIMEOUT: the pool is saturated, or the database unreachable) and
+    psycopg's QueryCanceled (a statement over DATABASE_STATEMENT_TIMEOUT) are told apart
+    there. The message names the dependency, never a host, a user or the driver's text.
+    A programming error of ours (an IntegrityError, a ProgrammingError) is not one of these.
+    """
+    if isinstance(exc, db.OperationalError | db.InterfaceError):
+        cause = exc.__cause__
+        if isinstance(cause, PoolTimeout):
+            return service_unavailable("the database is unreachable or every connection is busy")
+        if isinstance(cause, psycopg.errors.QueryCanceled):
+            return service_unavailable("the database did not answer in time")
+        return service_unavailable("the database is unreachable")
+    if isinstance(exc, kombu.exceptions.OperationalError):
+        return service_unavailable("the broker is unreachable")
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return service_unavailable("Redis is unreachable")
+    return None

@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 # A healthy Redis answers in a millisecond; past these the call proceeds without it.
 CONNECT_TIMEOUT_SECONDS = 0.5
 COMMAND_TIMEOUT_SECONDS = 1.0
+# A pooled connection idle this long is PINGed before use (and replaced when the PING
+# fails): after a Redis restart or a failover the first command does not go to a dead
+# socket and fail open for nothing. TCP keepalive lets the kernel drop one that vanished.
+HEALTH_CHECK_SECONDS = 10
 # During an outage every send would log the same warning: once per this, per process.
 UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 
@@ -42,6 +46,8 @@ def get_redis() -> redis.Redis:
                 url,
                 socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 socket_timeout=COMMAND_TIMEOUT_SECONDS,
+                socket_keepalive=True,
+                health_check_interval=HEALTH_CHECK_SECONDS,
             )
             _clients[key] = client
         return client
