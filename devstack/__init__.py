@@ -12,6 +12,12 @@ The tests reach the tooling only through the names this module exports.
 """
 
 from devstack.chaos.broker import RABBITMQ_HOST, RABBITMQ_PORT, rabbitmq_answers
+from devstack.demo.database import (
+    DEMO_USERNAME,
+    NotTheDemoDatabase,
+    demo_database_url,
+    refresh_demo_user,
+)
 from devstack.simulators.control import SimulatorControl
 from devstack.simulators.server import add_arguments as add_simulator_arguments
 from devstack.stack.processes import (
@@ -23,14 +29,18 @@ from devstack.stack.processes import (
 from devstack.stack.services import Stack
 
 __all__ = [
+    "DEMO_USERNAME",
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
+    "NotTheDemoDatabase",
     "SimulatorControl",
     "Stack",
     "StartupError",
     "add_simulator_arguments",
     "clean_environment",
+    "demo_database_url",
     "free_port",
     "rabbitmq_answers",
     "redis_server_binary",
+    "refresh_demo_user",
 ]

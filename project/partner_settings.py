@@ -11,10 +11,12 @@ Pure on purpose: `project/settings.py` imports it, so it must not import the app
 """
 
 import functools
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import environ
 import limits
@@ -34,6 +36,11 @@ SHORT_UNITS = {
 Number = TypeVar("Number", int, float)
 
 _LAST_WORD = re.compile(r"([a-z]+)\s*$", re.IGNORECASE)
+
+# Set to 1 to let production call a partner over plain http:// on a host that is not this
+# machine (a private network you trust); by default it needs https://.
+ALLOW_HTTP_VARIABLE = "DUALSEND_ALLOW_HTTP_PARTNERS"
+LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,13 @@ def read_partner(
 ) -> PartnerSettings:
     """One partner's settings from `PREFIX_*`, every value checked as it is read.
 
-    With `debug` off the URL and the credential have no default: they must be set.
+    With `debug` off the URL and the credential have no default: they must be set, and the
+    URL must be https:// (see `SettingReader.http_url` for the two exceptions).
     """
-    read = _Reader(env, prefix)
+    read = SettingReader(env, prefix)
     return PartnerSettings(
         name=name,
-        base_url=read.http_url("URL", default=url, required=not debug),
+        base_url=read.http_url("URL", default=url, production=not debug),
         credential=required_in_production(
             env, credential_name, debug=debug, development_value=development_credential
         ),
@@ -127,13 +135,34 @@ def read_partner(
 def required_in_production(
     env: environ.Env, name: str, *, debug: bool, development_value: str
 ) -> str:
-    """A secret: required when DEBUG is off, a development value otherwise."""
+    """A secret: required when DEBUG is off, a development value otherwise.
+
+    A value holding white space or a control character (a newline pasted with it, a
+    quote-less "key value") is refused: it would fail at the partner as a wrong credential,
+    far from its cause. The message names the variable and never shows the value.
+    """
     if debug:
-        return env.str(name, default=development_value)
-    value = env.str(name, default="")
-    if not value:
-        raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
+        value = env.str(name, default=development_value)
+    else:
+        value = env.str(name, default="")
+        if not value:
+            raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ImproperlyConfigured(
+            f"{name} holds white space or a control character; set it without them "
+            "(the value is not shown: it is a secret)"
+        )
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower().rstrip(".") in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,7 +182,7 @@ def parse_rate(text: str) -> limits.RateLimitItem:
     return items[0]
 
 
-class _Reader:
+class SettingReader:
     """Reads `PREFIX_NAME` variables; each method refuses a bad value, naming it."""
 
     def __init__(self, env: environ.Env, prefix: str) -> None:
@@ -179,13 +208,33 @@ class _Reader:
             raise ImproperlyConfigured(f"{name} must be a share in (0, 1], got {value!r}")
         return value
 
-    def http_url(self, suffix: str, default: str, *, required: bool) -> str:
+    def http_url(self, suffix: str, default: str, *, production: bool) -> str:
+        """An http(s) URL with a host and no user:password@ (credentials have variables of
+        their own, and a URL is shown in errors). In production it must be set, and be
+        https:// unless its host is this machine or DUALSEND_ALLOW_HTTP_PARTNERS is on."""
         name = f"{self.prefix}_{suffix}"
-        value = self.env.str(name, default="" if required else default)
-        if required and not value:
+        value = self.env.str(name, default="" if production else default)
+        if production and not value:
             raise ImproperlyConfigured(f"{name} must be set when DJANGO_DEBUG is off")
-        if not value.startswith(("http://", "https://")):
-            raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {value!r}")
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} is not a URL: {value!r}") from None
+        if "@" in parts.netloc:
+            raise ImproperlyConfigured(
+                f"{name} must not hold user:password@ (the value is not shown); the partner's "
+                "credential has a variable of its own"
+            )
+        if parts.scheme not in ("http", "https") or not host:
+            raise ImproperlyConfigured(f"{name} must be an http(s) URL with a host, got {value!r}")
+        plain_http_allowed = is_loopback(host) or self.env.bool(ALLOW_HTTP_VARIABLE, default=False)
+        if production and parts.scheme == "http" and not plain_http_allowed:
+            raise ImproperlyConfigured(
+                f"{name} must be https:// when DJANGO_DEBUG is off, got {value!r}: plain http:// "
+                f"is accepted for this machine only (localhost, 127.0.0.0/8, ::1), or anywhere "
+                f"with {ALLOW_HTTP_VARIABLE}=1"
+            )
         return value.rstrip("/")
 
     def rate(self, suffix: str, default: str) -> str:

@@ -62,6 +62,7 @@ def test_a_bad_value_stops_start_up_naming_it(variable, value, named):
         "INVENTORY_API_TOKEN",
         "PAYMENT_API_KEY",
         "PAYMENT_API_URL",
+        "DATABASE_URL",
     ],
 )
 def test_production_refuses_to_start_without_its_secrets(missing):
@@ -69,6 +70,7 @@ def test_production_refuses_to_start_without_its_secrets(missing):
     production = {
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "s3cret-for-the-test",
+        "DATABASE_URL": "postgres://dualsend@db.internal:5432/dualsend",
         "DUALSEND_API_TOKENS": "t",
         "INVENTORY_API_URL": "https://inventory.example",
         "INVENTORY_API_TOKEN": "i",

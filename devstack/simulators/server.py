@@ -75,7 +75,7 @@ async def common_headers(request: web.Request, handler: Handler) -> web.StreamRe
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
-        logger.exception("unexpected error on %s %s", request.method, request.path)
+        logger.exception("unexpected error on %s %r", request.method, request.path)
         response = json_response(error_answer(500, "internal_error", "simulator bug"))
     response.headers["X-Request-ID"] = request[REQUEST_ID]
     quota = request.get(QUOTA) or request.app[PARTNER].window.peek()

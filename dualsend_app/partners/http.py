@@ -20,6 +20,8 @@ from requests.adapters import HTTPAdapter
 
 from project.partner_settings import PartnerSettings
 
+from .redaction import without_credentials
+
 # The headers anything downstream reads; the rest is not worth carrying in a task message.
 KEPT_HEADERS = frozenset(
     {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
@@ -116,15 +118,28 @@ def call(
     except requests.RequestException as exc:
         return WireAnswer(
             status_code=None,
-            exception=f"{type(exc).__name__}: {exc}"[:500],
+            exception=without_credentials(f"{type(exc).__name__}: {exc}")[:500],
             duration_ms=_elapsed_ms(started),
         )
     return WireAnswer(
         status_code=response.status_code,
         headers=dict(response.headers),
-        body=_json_or_none(response),
+        body=_without_credentials_in_error(_json_or_none(response)),
         duration_ms=_elapsed_ms(started),
     )
+
+
+def _without_credentials_in_error(body: Any) -> Any:
+    """The partner's `{"error": {...}}` with no credential in its code or message: those
+    are the texts we keep (the attempt's and the send's error, task arguments, logs), and
+    a partner may echo our Authorization header in them."""
+    if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
+        return body
+    error = {
+        name: without_credentials(value) if isinstance(value, str) else value
+        for name, value in body["error"].items()
+    }
+    return body | {"error": error}
 
 
 def _json_or_none(response: requests.Response) -> Any:

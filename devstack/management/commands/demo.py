@@ -1,6 +1,8 @@
 """``manage.py demo``: the whole of dualsend on this machine, end to end, in a minute.
 
-It migrates, creates an ``admin`` login, starts Redis (embedded unless REDIS_URL is
+It switches to a database of its own (``<name>_demo`` beside a PostgreSQL
+DATABASE_URL, else ``var/demo.sqlite3``; see ``devstack/demo/database.py``), recreates and
+migrates it, makes a ``demo`` login there, starts Redis (embedded unless REDIS_URL is
 set), the partner simulators with a realistic fault mix, a Celery worker, Celery beat
 and the web server as real processes, places orders through the real HTTP API, shows
 them settle, prints what happened, and stops every process it started, also on Ctrl-C
@@ -9,20 +11,23 @@ or an error. It exits 0 when every order reached a final state.
 
 import contextlib
 import functools
-import secrets
 import signal
 import uuid
 from argparse import ArgumentParser
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 
+from devstack.chaos.database import DatabaseError
 from devstack.demo import report
+from devstack.demo.database import (
+    DEMO_USERNAME,
+    refresh_demo_user,
+    runserver_hint,
+    switch_to_demo_database,
+)
 from devstack.stack.console import start_stack, stop_stack
 from devstack.stack.processes import StartupError, sigterm_as_ctrl_c
 from devstack.stack.services import Faults, Stack
@@ -30,7 +35,6 @@ from devstack.traffic import client as traffic
 from devstack.traffic.client import DemoOrder
 from dualsend_app.models import Order
 
-ADMIN_USERNAME = "admin"
 EXIT_INTERRUPTED = 130
 
 
@@ -75,18 +79,18 @@ class Command(BaseCommand):
         unsettled = None
         sigterm_as_ctrl_c()
         try:
-            password = prepare_database(console)
+            database_url, password = prepare_database(console)
             start_stack(stack, console)
             orders = report.refresh_statuses(place_orders(stack, options, console))
             unsettled = [order for order in orders if not order.is_final]
             show_summary(orders, options, console)
-            show_where_to_look(stack, orders, password, log_dir, options, console)
+            show_where_to_look(stack, orders, password, database_url, options, console)
             if options["keep_running"]:
                 wait_for_ctrl_c(console)
         except KeyboardInterrupt:
             console.print("\n[yellow]Interrupted.[/]")
             raise SystemExit(EXIT_INTERRUPTED) from None
-        except StartupError as exc:
+        except (StartupError, DatabaseError) as exc:
             raise CommandError(str(exc)) from exc
         finally:
             stop_stack(stack, console, started_by="the demo")
@@ -116,20 +120,18 @@ def _faults(options: dict[str, Any]) -> Faults:
 # --- the steps ------------------------------------------------------------------------------
 
 
-def prepare_database(console: Console) -> str:
-    """Migrate, and give the ``admin`` superuser a new random password (returned)."""
-    with console.status("migrating the database"):
-        call_command("migrate", interactive=False, verbosity=0)
-    password = secrets.token_urlsafe(12)
-    user, _ = get_user_model().objects.get_or_create(username=ADMIN_USERNAME)
-    user.is_staff = user.is_superuser = user.is_active = True
-    user.set_password(password)
-    user.save()
+def prepare_database(console: Console) -> tuple[str, str]:
+    """Switch to the demo's own database, recreated and migrated, and give its ``demo``
+    superuser a new random password; (the database's URL, the password)."""
+    with console.status("recreating and migrating the demo's database"):
+        url = switch_to_demo_database()
+    password = refresh_demo_user(url)
     database = settings.DATABASES["default"]
     console.print(
-        f"[green]✓[/] database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}"
+        f"[green]✓[/] database   {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}  "
+        "[dim](the demo's own, recreated)[/]"
     )
-    return password
+    return url, password
 
 
 def place_orders(stack: Stack, options: dict[str, Any], console: Console) -> list[DemoOrder]:
@@ -172,7 +174,7 @@ def show_where_to_look(
     stack: Stack,
     orders: list[DemoOrder],
     password: str,
-    log_dir: Path,
+    database_url: str,
     options: dict[str, Any],
     console: Console,
 ) -> None:
@@ -180,21 +182,22 @@ def show_where_to_look(
     say = functools.partial(console.print, soft_wrap=True)
     example = _example_order(orders)
     say("\n[bold]Where to look[/]")
-    login = f"[bold]{ADMIN_USERNAME}[/] / [bold]{password}[/]"
+    login = f"[bold]{DEMO_USERNAME}[/] / [bold]{password}[/]"
     say(f"  admin      {stack.web_url}/admin/  login {login}")
     say(f"  API token  {stack.api_token}")
     if example:
         url = f"{stack.web_url}/api/orders/{example.order_id}"
         say(f"  an order   {url}  [dim]({example.kind}, {example.status})[/]")
         say(f"             curl -s -H 'Authorization: Bearer {stack.api_token}' '{url}?wait=5'")
-    say(f"  logs       {log_dir}/  [dim](partners, worker, beat, web, redis)[/]")
+    say(f"  logs       {stack.log_dir}/  [dim](partners, worker, beat, web, redis)[/]")
     if options["keep_running"]:
         say("The stack keeps running until you press Ctrl-C.")
     else:
         say(
             "[dim]These URLs work while the demo runs (--keep-running leaves it up). The "
-            "records stay in the database: DJANGO_DEBUG=1 .venv/bin/python manage.py "
-            "runserver, then http://127.0.0.1:8000/admin/ with the same login.[/]"
+            "records stay in the demo's database until its next run: "
+            f"{runserver_hint(database_url)}, then http://127.0.0.1:8000/admin/ with the "
+            "same login.[/]"
         )
 
 
