@@ -49,9 +49,18 @@ def enqueue_compensations(send_ids: Iterable[int]) -> None:
 
 
 def enqueue_send(send: Send) -> bool:
-    """One send on its own, outside any chord (the sweeper's re-drive)."""
-    name = COMPENSATE_TASK if send.is_compensation else SEND_TASK_BY_PARTNER[send.partner]
-    return _publish(signature(name, args=(send.pk,)), f"send={send.pk}")
+    """One send on its own, outside any chord (the sweeper's re-drive).
+
+    A header send re-driven alone is no longer part of its order's chord, whose callback
+    may never fire now: it carries `settle` as its link, so the order settles as soon as
+    the send is final instead of a sweep later (settle waits while the other send is not
+    final, and does nothing for an order already settled).
+    """
+    if send.is_compensation:
+        return _publish(signature(COMPENSATE_TASK, args=(send.pk,)), f"send={send.pk}")
+    task = signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,))
+    task.link(signature(SETTLE_TASK, args=(str(send.order_id),)))
+    return _publish(task, f"send={send.pk}")
 
 
 def enqueue_settle(order_id: uuid.UUID | str) -> bool:

@@ -53,6 +53,10 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # How often the sweeper had to pick this order up again; each one is a Redrive row.
     redrive_count = models.PositiveIntegerField(default=0)
+    # When an operator last re-drove the order: its maximum age counts from here, else
+    # from its creation (a re-driven order gets the full time again, not a second expiry
+    # at the next sweep).
+    redriven_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -121,6 +125,11 @@ class Send(models.Model):
         Operation.PAYMENT_CHARGE: Operation.PAYMENT_REFUND,
     }
     FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED)
+    # A send is called only while its order still wants it: a header send while the order
+    # waits for its outcomes, a compensation while the order is being compensated. An
+    # order that moved on (expired, settled) never gets a late call.
+    HEADER_ORDER_STATUSES = (Order.Status.PENDING, Order.Status.DISPATCHED)
+    COMPENSATION_ORDER_STATUSES = (Order.Status.COMPENSATING,)
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="sends")
     operation = models.CharField(max_length=32, choices=Operation.choices)
@@ -181,6 +190,13 @@ class Send(models.Model):
     @property
     def is_compensation(self) -> bool:
         return self.operation not in self.HEADER_OPERATIONS
+
+    @property
+    def order_statuses_taking_it(self) -> tuple[str, ...]:
+        """The order statuses in which this send may still be called."""
+        if self.is_compensation:
+            return self.COMPENSATION_ORDER_STATUSES
+        return self.HEADER_ORDER_STATUSES
 
     @property
     def attempts_in_budget(self) -> int:

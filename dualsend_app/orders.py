@@ -4,23 +4,28 @@
     a side may have taken effect, other not → compensating → undo it → compensated
     nothing needs undoing (or partner 404) → failed
     a compensation ran out of retries      → needs_attention (the admin can re-drive)
+    not final past its maximum age         → its unfinished sends stop, then the rules above
 
 Every change is a conditional update: a duplicate settle or compensation changes nothing.
 """
 
+import json
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import enqueue
 from .models import Order, Send
 from .partners import clients
+from .partners.http import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +48,15 @@ def create_order(
     payload: dict[str, Any],
     correlation_id: str,
 ) -> Order:
-    """Save the order and its two sends in one transaction; dispatch once it commits."""
+    """Save the order and its two sends in one transaction; dispatch once it commits.
+
+    A duplicate of a request still being created (same client and key, its row not yet
+    committed) waits on that row at most `DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS`; past it
+    PostgreSQL gives up (`LockNotAvailable`) and the caller answers 409, retry shortly,
+    rather than holding a web thread for as long as the first request takes.
+    """
     with transaction.atomic():
+        _bound_lock_waits(settings.DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS)
         order = Order.objects.create(
             client=client,
             idempotency_key=idempotency_key,
@@ -59,6 +71,14 @@ def create_order(
     return order
 
 
+def _bound_lock_waits(seconds: float) -> None:
+    """PostgreSQL: no statement of this transaction waits longer than this for a lock."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            timeout = f"{seconds * 1000:.0f}ms"
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
+
+
 def _create_send(order: Order, operation: str) -> Send:
     method, path, body = clients.build_request(operation, order)
     return Send.objects.create(
@@ -66,37 +86,51 @@ def _create_send(order: Order, operation: str) -> Send:
     )
 
 
-def settle(order_id: uuid.UUID | str) -> SettleResult:
-    """Read both outcomes from the database and move the order on (allSettled)."""
+SETTLING = (Order.Status.PENDING, Order.Status.DISPATCHED)
+
+
+def settle(
+    order_id: uuid.UUID | str, *, why: str = "", from_statuses: Iterable[str] = SETTLING
+) -> SettleResult:
+    """Read both outcomes from the database and move the order on (allSettled).
+
+    `why` goes in front of the reason (an expiry, an operator's re-drive); an order not
+    in `from_statuses` was settled already.
+    """
     order = Order.objects.get(pk=order_id)
-    if order.status not in (Order.Status.PENDING, Order.Status.DISPATCHED):
+    if order.status not in from_statuses:
         return SettleResult.ALREADY_SETTLED
     headers = list(order.sends.filter(operation__in=Send.HEADER_OPERATIONS))
     if not all(send.is_final for send in headers):
         return SettleResult.NOT_READY
     if all(send.status == Send.Status.SUCCEEDED for send in headers):
-        return _finish(order, Order.Status.COMPLETED, "both partners succeeded")
+        reason = _because(why, "both partners succeeded")
+        return _finish(order, Order.Status.COMPLETED, reason, from_statuses)
     to_undo = [send for send in headers if send.may_have_taken_effect]
     if not to_undo:
-        return _finish(order, Order.Status.FAILED, _failure_summary(headers))
-    return _start_compensation(order, headers, to_undo)
+        return _finish(order, Order.Status.FAILED, _because(why, _summary(headers)), from_statuses)
+    return _start_compensation(order, headers, to_undo, why, from_statuses)
+
+
+def _because(why: str, reason: str) -> str:
+    return f"{why}; {reason}" if why else reason
 
 
 def _finish(
-    order: Order,
-    status: str,
-    reason: str,
-    from_statuses: Iterable[str] = (Order.Status.PENDING, Order.Status.DISPATCHED),
+    order: Order, status: str, reason: str, from_statuses: Iterable[str] = SETTLING
 ) -> SettleResult:
-    won = Order.claim(
-        order.pk,
-        from_statuses=from_statuses,
-        status=status,
-        status_reason=reason,
-        settled_at=timezone.now(),
-    )
-    if not won:
-        return SettleResult.ALREADY_SETTLED
+    """The order reaches a final status; the card token is then forgotten."""
+    with transaction.atomic():
+        won = Order.claim(
+            order.pk,
+            from_statuses=from_statuses,
+            status=status,
+            status_reason=reason,
+            settled_at=timezone.now(),
+        )
+        if not won:
+            return SettleResult.ALREADY_SETTLED
+        forget_payment_source(order.pk)
     logger.info(
         "order=%s request_id=%s settled status=%s reason=%s",
         order.pk,
@@ -107,15 +141,44 @@ def _finish(
     return SettleResult(status)
 
 
-def _start_compensation(order: Order, headers: list[Send], to_undo: list[Send]) -> SettleResult:
+def forget_payment_source(order_id: uuid.UUID | str) -> None:
+    """Blank the card token in the order and in its charge's stored request.
+
+    Called once the order is final: the charge will not be sent again (a re-drive only
+    retries compensations, and a refund's body has no source), so nothing needs the
+    token any more, and a token kept forever is a token that can leak.
+    """
+    order = Order.objects.get(pk=order_id)
+    if order.payload.get("payment_source"):
+        Order.objects.filter(pk=order_id).update(
+            payload=order.payload | {"payment_source": ""}
+        )
+    charge = order.sends.filter(operation=Send.Operation.PAYMENT_CHARGE).first()
+    if charge is not None and charge.request_body:
+        body = json.loads(charge.request_body)
+        if body.get("source"):
+            Send.objects.filter(pk=charge.pk).update(
+                request_body=canonical_json(body | {"source": ""})
+            )
+
+
+def _start_compensation(
+    order: Order,
+    headers: list[Send],
+    to_undo: list[Send],
+    why: str = "",
+    from_statuses: Iterable[str] = SETTLING,
+) -> SettleResult:
     """Claim the order for compensation and create the undo sends, in one transaction."""
-    reason = f"undoing {', '.join(s.operation for s in to_undo)}: {_failure_summary(headers)}"
+    undoing = ", ".join(send.operation for send in to_undo)
+    reason = _because(why, f"undoing {undoing}: {_summary(headers)}")
     with transaction.atomic():
         won = Order.claim(
             order.pk,
-            from_statuses=(Order.Status.PENDING, Order.Status.DISPATCHED),
+            from_statuses=from_statuses,
             status=Order.Status.COMPENSATING,
             status_reason=reason,
+            settled_at=None,
         )
         if not won:
             return SettleResult.ALREADY_SETTLED
@@ -128,7 +191,8 @@ def _start_compensation(order: Order, headers: list[Send], to_undo: list[Send]) 
     return SettleResult.COMPENSATING
 
 
-def _failure_summary(sends: Iterable[Send]) -> str:
+def _summary(sends: Iterable[Send]) -> str:
+    """Each send as it is now, in words an operator reads in the admin."""
     return "; ".join(
         f"{send.operation} {send.status}"
         + (f" ({send.failure_kind}: {send.error})" if send.status == Send.Status.FAILED else "")
@@ -136,7 +200,7 @@ def _failure_summary(sends: Iterable[Send]) -> str:
     )
 
 
-def finish_compensation(order_id: uuid.UUID | str) -> SettleResult | None:
+def finish_compensation(order_id: uuid.UUID | str, *, why: str = "") -> SettleResult | None:
     """Once every compensation is final: compensated, failed, or needs_attention."""
     order = Order.objects.get(pk=order_id)
     if order.status != Order.Status.COMPENSATING:
@@ -147,44 +211,121 @@ def finish_compensation(order_id: uuid.UUID | str) -> SettleResult | None:
     failed = [send for send in compensations if send.status == Send.Status.FAILED]
     if failed:
         status = Order.Status.NEEDS_ATTENTION
-        reason = "compensation did not succeed: " + _failure_summary(failed)
+        reason = "compensation did not succeed: " + _summary(failed)
     elif any(send.undid_something for send in compensations):
         status = Order.Status.COMPENSATED
         reason = "undone: " + ", ".join(s.operation for s in compensations if s.undid_something)
     else:
         status = Order.Status.FAILED
         reason = "nothing had taken effect (the partners answered 404 to the undo)"
-    return _finish(order, status, reason, from_statuses=(Order.Status.COMPENSATING,))
+    return _finish(order, status, _because(why, reason), (Order.Status.COMPENSATING,))
 
 
-def redrive_compensations(order_id: uuid.UUID | str) -> int:
-    """An operator's re-drive of a needs_attention order: retry its failed compensations.
+def expire(order_id: uuid.UUID | str, *, max_age_seconds: float) -> SettleResult | None:
+    """An order not final past its maximum age: stop what has not finished, then apply
+    the usual rules, so that anything that may have taken effect is undone.
 
-    Same idempotency keys, fresh attempt budget. Returns the number of sends re-driven.
+    A send never called fails as `not_sent` (nothing to undo); one that was called, or
+    is in flight, fails as `unknown` (it may have acted: compensated). The claim of every
+    send checks its order, so nothing stopped here is called afterwards; an in-flight
+    call that answers late finds its send taken and changes nothing. None when the
+    order was final already.
+    """
+    why = f"expired: not final {max_age_seconds:g}s after it was created or re-driven"
+    order = Order.objects.get(pk=order_id)
+    if order.status in Send.HEADER_ORDER_STATUSES:
+        _stop_unfinished(order.sends.filter(operation__in=Send.HEADER_OPERATIONS), why)
+        return settle(order_id, why=why)
+    if order.status in Send.COMPENSATION_ORDER_STATUSES:
+        _stop_unfinished(order.sends.exclude(operation__in=Send.HEADER_OPERATIONS), why)
+        return finish_compensation(order_id, why=why)
+    return None
+
+
+def _stop_unfinished(sends: QuerySet[Send], why: str) -> None:
+    """Fail every send of `sends` that is not final, each by what it may have done."""
+    stopped = {
+        "status": Send.Status.FAILED,
+        "finished_at": timezone.now(),
+        "next_attempt_at": None,
+        "lease_expires_at": None,
+    }
+    sends.filter(status=Send.Status.PENDING, attempts=0).update(
+        failure_kind=Send.FailureKind.NOT_SENT, error=f"{why}: never sent", **stopped
+    )
+    sends.filter(
+        Q(status=Send.Status.PENDING, attempts__gt=0) | Q(status=Send.Status.IN_FLIGHT)
+    ).update(
+        failure_kind=Send.FailureKind.UNKNOWN,
+        error=f"{why}: sent before, outcome unknown",
+        **stopped,
+    )
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    """What an operator's re-drive did: sends set going again, or why it did nothing."""
+
+    sends: int = 0
+    refused_because: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refused_because is not None
+
+
+def redrive(order_id: uuid.UUID | str) -> RedriveResult:
+    """An operator's re-drive of a needs_attention order, decided by its sends.
+
+    - compensations not succeeded: retried, same idempotency keys, fresh attempt budget;
+    - no compensation at all (given up before its outcome was settled): settle's rules
+      on its header sends, which undo whatever may have taken effect;
+    - nothing unfinished: refused with the reason, and the order is left as it is.
+
+    Either way the order's maximum age counts again from now.
     """
     with transaction.atomic():
-        won = Order.claim(
-            order_id,
-            from_statuses=(Order.Status.NEEDS_ATTENTION,),
-            status=Order.Status.COMPENSATING,
-            status_reason="re-driven by an operator",
-            settled_at=None,
+        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        if order is None or order.status != Order.Status.NEEDS_ATTENTION:
+            status = order.status if order else "gone"
+            return RedriveResult(refused_because=f"the order is {status}, not needs_attention")
+        compensations = order.sends.exclude(operation__in=Send.HEADER_OPERATIONS)
+        if compensations.exists():
+            return _retry_compensations(order, compensations)
+        Order.objects.filter(pk=order.pk).update(redriven_at=timezone.now())
+        why = "re-driven by an operator"
+        _stop_unfinished(order.sends.filter(operation__in=Send.HEADER_OPERATIONS), why)
+        result = settle(order.pk, why=why, from_statuses=(Order.Status.NEEDS_ATTENTION,))
+    created = order.sends.exclude(operation__in=Send.HEADER_OPERATIONS).count()
+    logger.info("order=%s re-driven by an operator: %s", order.pk, result)
+    return RedriveResult(sends=created)
+
+
+def _retry_compensations(order: Order, compensations: QuerySet[Send]) -> RedriveResult:
+    to_retry = compensations.exclude(status=Send.Status.SUCCEEDED)
+    ids = list(to_retry.values_list("pk", flat=True))
+    retrying = _summary(to_retry)
+    if not ids:
+        return RedriveResult(
+            refused_because="nothing to re-drive: every compensation of this order succeeded"
         )
-        if not won:
-            return 0
-        failed = Send.objects.filter(
-            order_id=order_id,
-            operation__in=list(Send.COMPENSATION_OF.values()),
-            status=Send.Status.FAILED,
-        )
-        ids = list(failed.values_list("pk", flat=True))
-        failed.update(
-            status=Send.Status.PENDING,
-            failure_kind=Send.FailureKind.NONE,
-            budget_starts_after=F("attempts"),
-            started_at=None,
-            next_attempt_at=None,
-            finished_at=None,
-        )
-        transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
-    return len(ids)
+    to_retry.update(
+        status=Send.Status.PENDING,
+        failure_kind=Send.FailureKind.NONE,
+        budget_starts_after=F("attempts"),
+        started_at=None,
+        next_attempt_at=None,
+        lease_expires_at=None,
+        finished_at=None,
+    )
+    Order.claim(
+        order.pk,
+        from_statuses=(Order.Status.NEEDS_ATTENTION,),
+        status=Order.Status.COMPENSATING,
+        status_reason=f"re-driven by an operator: retrying {retrying}",
+        settled_at=None,
+        redriven_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
+    logger.info("order=%s re-driven by an operator: %s compensation(s)", order.pk, len(ids))
+    return RedriveResult(sends=len(ids))

@@ -47,23 +47,21 @@ def not_redriven_since(since: datetime.datetime, *kinds: str, order_ref: str = "
 
 
 def expire_old_orders(now: datetime.datetime) -> int:
-    """Not final past the maximum age: needs_attention, with the state of every send."""
-    too_old = now - datetime.timedelta(seconds=settings.DUALSEND_ORDER_MAX_AGE_SECONDS)
+    """Not final past the maximum age (counted from creation, or from an operator's
+    re-drive): its unfinished sends stop and settle's rules decide (`orders.expire`)."""
+    max_age = settings.DUALSEND_ORDER_MAX_AGE_SECONDS
+    too_old = now - datetime.timedelta(seconds=max_age)
+    stale = (
+        Order.objects.exclude(status__in=Order.FINAL_STATUSES)
+        .filter(Q(redriven_at__isnull=True, created_at__lt=too_old) | Q(redriven_at__lt=too_old))
+        .values_list("pk", flat=True)
+    )
     count = 0
-    stale = Order.objects.filter(created_at__lt=too_old).exclude(status__in=Order.FINAL_STATUSES)
-    for order in stale[:BATCH]:
-        reason = (
-            f"not final {settings.DUALSEND_ORDER_MAX_AGE_SECONDS:g}s after creation; sends: "
-            + "; ".join(f"{s.operation} {s.status}" for s in order.sends.all())
-        )
-        if Order.claim(
-            order.pk,
-            from_statuses=[order.status],
-            status=Order.Status.NEEDS_ATTENTION,
-            status_reason=reason,
-            settled_at=now,
-        ):
-            record_redrive(order.pk, Redrive.Kind.EXPIRED, reason)
+    for order_id in stale[:BATCH]:
+        result = orders.expire(order_id, max_age_seconds=max_age)
+        if result is not None and result is not orders.SettleResult.ALREADY_SETTLED:
+            status_reason = Order.objects.values_list("status_reason", flat=True).get(pk=order_id)
+            record_redrive(order_id, Redrive.Kind.EXPIRED, f"{result}: {status_reason}")
             count += 1
     return count
 

@@ -274,7 +274,7 @@ def test_compensation_that_never_succeeds_needs_attention_then_redrive(live, cli
     assert "inventory.release" in order.status_reason
     assert live.ledger(order_id)["reservation_standing"]
 
-    assert orders.redrive_compensations(order_id) == 1
+    assert orders.redrive(order_id) == orders.RedriveResult(sends=1)
     order = wait_final(order_id)
 
     assert order.status == Order.Status.COMPENSATED

@@ -3,12 +3,13 @@
 import datetime
 
 import pytest
+from celery.canvas import Signature
 from django.conf import settings
 from django.utils import timezone
 
-from dualsend_app import recovery
+from dualsend_app import enqueue, recovery
 from dualsend_app.models import Order, Redrive, Send
-from tests.factories import stranded_order
+from tests.factories import create_order, stranded_order
 
 Op = Send.Operation
 GRACE = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
@@ -86,3 +87,19 @@ def test_sweeps_do_not_overlap(published):
     finally:
         held.release()
     assert sweep.run() == dict.fromkeys(("expired", "dispatch", "send", "settle", "finish"), 0)
+
+
+def test_a_header_send_redriven_alone_settles_its_order_when_it_ends(db, monkeypatch):
+    """Outside its chord a send's callback never fires: the re-drive links settle to it,
+    so the order settles when the send does, not a sweep later."""
+    published = []
+    monkeypatch.setattr(Signature, "apply_async", lambda task, *a, **k: published.append(task))
+    order = create_order(status=Order.Status.DISPATCHED)
+    reserve = order.sends.get(operation=Send.Operation.INVENTORY_RESERVE)
+
+    assert enqueue.enqueue_send(reserve)
+
+    (task,) = published
+    assert (task.task, task.args) == ("tasks.sends.send_inventory", (reserve.pk,))
+    links = [(link.task, tuple(link.args)) for link in task.options["link"]]
+    assert links == [("tasks.settle.settle_order", (str(order.pk),))]
