@@ -1,13 +1,17 @@
 """The admin: read the record of every order, its sends and every attempt; re-drive.
 
 Nothing here can corrupt the record. Every field is read-only, nothing can be added or
-deleted, and the change pages are view pages. The one thing an operator can do is
-re-drive the failed compensations of a `needs_attention` order, through the same
-business rule the workers use (`orders.redrive_compensations`).
+deleted, and the change pages are view pages. The payment source is shown masked (its
+last 4 characters at most), in the order's payload and in a charge's request body; an
+order's client is shown by its name, never by its token. The one thing an operator can
+do is re-drive the failed compensations of a `needs_attention` order, through the same
+business rules the workers use (`orders.redrive`).
 """
 
 import datetime
+import json
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -15,6 +19,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from . import orders
+from .masking import masked_payload, masked_request_body
 from .models import Attempt, Order, Redrive, Send
 
 # Django discovers this module only: the circuit breakers' pages register on import.
@@ -28,6 +33,14 @@ def milliseconds_between(
     if start is None or end is None:
         return None
     return round((end - start).total_seconds() * 1000)
+
+
+def client_label(client_id: str) -> str:
+    """An order's client as the admin names it: its name, else its id; never its token."""
+    for client in settings.DUALSEND_API_CLIENTS:
+        if client.id == client_id:
+            return client.name or f"{client_id} (unnamed token)"
+    return f"{client_id} (not configured now)"
 
 
 class ReadOnlyAdminMixin:
@@ -114,7 +127,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "end_to_end_ms",
         "redrive_count",
         "correlation_id",
-        "client",
+        "client_shown",
     )
     list_filter = ("status",)
     # Exact matches: ids and keys are pasted whole, and exact lookups use the indexes.
@@ -125,17 +138,17 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ("redrive_compensations",)
     inlines = (SendInline, RedriveInline)
     fieldsets = (
-        (None, {"fields": ("id", "status", "status_reason", "client", "correlation_id")}),
+        (None, {"fields": ("id", "status", "status_reason", "client_shown", "correlation_id")}),
         ("Recovery", {"fields": ("redrive_count",)}),
         ("Timing", {"fields": ("created_at", "dispatched_at", "settled_at", "end_to_end_ms")}),
-        ("Request", {"fields": ("idempotency_key", "request_fingerprint", "payload")}),
+        ("Request", {"fields": ("idempotency_key", "request_fingerprint", "payload_shown")}),
         ("Attempts", {"fields": ("attempts_table",)}),
     )
     readonly_fields = (
         "id",
         "status",
         "status_reason",
-        "client",
+        "client_shown",
         "correlation_id",
         "created_at",
         "dispatched_at",
@@ -143,10 +156,19 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "end_to_end_ms",
         "idempotency_key",
         "request_fingerprint",
-        "payload",
+        "payload_shown",
         "attempts_table",
         "redrive_count",
     )
+
+    @admin.display(description="client", ordering="client")
+    def client_shown(self, order: Order) -> str:
+        return client_label(order.client)
+
+    @admin.display(description="payload")
+    def payload_shown(self, order: Order) -> str:
+        """The request as accepted, `payment_source` masked."""
+        return json.dumps(masked_payload(order.payload), ensure_ascii=False)
 
     @admin.display(description="end to end (ms)")
     def end_to_end_ms(self, order: Order) -> int | None:
@@ -188,39 +210,40 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("dualsend_app.change_order")
 
     @admin.action(
-        description="Re-drive compensations of needs_attention orders",
+        description="Re-drive needs_attention orders (undo what may have taken effect)",
         permissions=("redrive",),
     )
     def redrive_compensations(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        """`orders.redrive` for each order; each refusal is reported with its reason."""
         redriven: list[tuple[Order, int]] = []
-        skipped: list[Order] = []
+        refused: list[tuple[Order, str]] = []
         for order in queryset.only("id", "status"):
-            if order.status != Order.Status.NEEDS_ATTENTION:
-                skipped.append(order)
-                continue
-            sends = orders.redrive_compensations(order.pk)
-            redriven.append((order, sends))
-        self._report_redrive(request, redriven, skipped)
+            result = orders.redrive(order.pk)
+            if result.refused:
+                refused.append((order, result.refused_because or ""))
+            else:
+                redriven.append((order, result.sends))
+        self._report_redrive(request, redriven, refused)
 
     def _report_redrive(
         self,
         request: HttpRequest,
         redriven: list[tuple[Order, int]],
-        skipped: list[Order],
+        refused: list[tuple[Order, str]],
     ) -> None:
         if redriven:
             sends = sum(count for _, count in redriven)
             self.message_user(
                 request,
                 f"Re-drove {len(redriven)} order(s): {sends} compensation send(s) "
-                "back to pending with a fresh attempt budget and the same idempotency keys.",
+                "going again with a fresh attempt budget and the same idempotency keys.",
                 messages.SUCCESS,
             )
-        if skipped:
-            listed = ", ".join(f"{order.pk} ({order.status})" for order in skipped)
+        if refused:
+            listed = "; ".join(f"{order.pk}: {why}" for order, why in refused)
             self.message_user(
                 request,
-                f"Skipped {len(skipped)} order(s) not in needs_attention: {listed}",
+                f"Did not re-drive {len(refused)} order(s): {listed}",
                 messages.WARNING,
             )
 
@@ -255,13 +278,18 @@ class SendAdmin(SendDurationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "nothing_to_undo",
         "method",
         "path",
-        "request_body",
+        "request_body_shown",
         "budget_starts_after",
         "lease_expires_at",
         "next_attempt_at",
         "created_at",
         "started_at",
     )
+
+    @admin.display(description="request body")
+    def request_body_shown(self, send: Send) -> str:
+        """The exact request sent, but a charge's payment source, masked."""
+        return masked_request_body(send.operation, send.request_body)
 
     @admin.display(description="order", ordering="order__created_at")
     def order_link(self, send: Send) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -68,21 +68,31 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     if kept_answer is not None:
         return record_kept_answer(send_id, kept_answer)
     now = timezone.now()
-    send = Send.objects.get(pk=send_id)
+    send = Send.objects.select_related("order").get(pk=send_id)
     if send.is_final:
         return STOP  # a duplicate delivery: nothing to do
+    if send.order.status not in send.order_statuses_taking_it:
+        # The order moved on (it expired) while this send waited: it is never called now.
+        _fail_unsent(send, f"not sent: the order is {send.order.status}", now)
+        return STOP
     wait = seconds_to_wait(send, now)
     if wait > 0:
         # Early (a duplicate of a retry) or held by another delivery: come back then.
         return NextStep(retry_in=wait)
     mark_started(send_id, now)
-    admission = gate.admit(send.partner)
+    admission = gate.admit(send.partner, failed_before=send.attempts > 0)
     if not admission.allowed:
         return defer(send_id, admission, now)
     if not claim(send, now):
         return STOP
     call = attempt(send_id)
-    gate.observe(send.partner, answer=call.result.answer, decision=call.result.decision)
+    gate.observe(
+        send.partner,
+        answer=call.result.answer,
+        decision=call.result.decision,
+        send_key=send.idempotency_key,
+        failed_before=send.attempts > 0,
+    )
     try:
         return record_attempt(call)
     except DATABASE_ERRORS:
@@ -115,13 +125,18 @@ def seconds_to_wait(send: Send, now: datetime.datetime) -> float:
 def claim(send: Send, now: datetime.datetime) -> bool:
     """pending → in_flight (or an in_flight whose worker died), counting the attempt.
 
-    True when this delivery won the send; a duplicate delivery gets False and does nothing.
+    True when this delivery won the send; a duplicate delivery, or one whose order no
+    longer wants the send, gets False and does nothing. The send's row is the fence:
+    expiry fails a pending send with a conditional update on the same row, so exactly
+    one of the two wins.
     """
     claimable = Q(status=Send.Status.PENDING) | Q(
         status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now
     )
     updated = (
         Send.objects.filter(claimable, pk=send.pk)
+        # The order must still want this send: an expired order's sends are never called.
+        .filter(order__status__in=send.order_statuses_taking_it)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(
             status=Send.Status.IN_FLIGHT,
@@ -137,6 +152,11 @@ def claim(send: Send, now: datetime.datetime) -> bool:
 def attempt(send_id: int) -> CallMade:
     """Make one HTTP call for a claimed send."""
     send = Send.objects.select_related("order").get(pk=send_id)
+    # Give the database connection back to the pool for the length of the call: a
+    # partner's seconds must not hold one of the process's few connections. The next
+    # query takes one again; if that fails, `run` keeps the answer for the retry.
+    if not connection.in_atomic_block:
+        connection.close()
     started_at = timezone.now()
     result = clients.call(send, request_id=send.order.correlation_id)
     return CallMade(
@@ -313,6 +333,8 @@ def _attempts_against_budget(send: Send, result: PartnerResult) -> int:
 
 
 def _attempt_error(answer: http.WireAnswer) -> str:
+    """The Attempt's error: the exception, or the partner's error code and message (the
+    HTTP helper has already taken any credential out of them: `partners/redaction.py`)."""
     if answer.status_code is None:
         return answer.exception
     if answer.status_code >= 300:

@@ -11,7 +11,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from project.partner_settings import read_partner, required_in_production
+from project.api_clients import parse_api_clients, parse_client_rate
+from project.partner_settings import SettingReader, read_partner, required_in_production
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,37 @@ SECRET_KEY = required_in_production(
     development_value="django-insecure-dualsend-development-only",
 )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+# Production runs on the database it is given, never on a SQLite file it made up.
+if not DEBUG and not env.str("DATABASE_URL", default=""):
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set when DJANGO_DEBUG is off "
+        "(e.g. postgres://user:password@host:5432/dualsend)"
+    )
+
+# --- Security: HTTPS only when DJANGO_DEBUG is off ---------------------------------------
+# `manage.py check --deploy --fail-level WARNING` passes with production settings
+# (tests/test_production.py). https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"  # no page of ours is ever framed
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # http:// is redirected to https://. Set 0 only when a proxy in front already does it.
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # Probes and scrapers inside the network speak plain HTTP (paths without the leading /).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # Behind a TLS-terminating proxy: believe its X-Forwarded-Proto. Set it only when that
+    # proxy is the only way in and overwrites the header, or a client could claim https.
+    if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Browsers then refuse plain HTTP to this host for that long: start at an hour, raise it
+    # to a year (31536000) once HTTPS is proven here.
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True
+    )
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -97,10 +129,57 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         )
     }
 else:
-    # Keep connections between requests and tasks; check them before reuse so a database
-    # restart costs one reconnect, not a failed task.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # PostgreSQL through Django's psycopg pool (Django 5.1+, docs: ref/databases, "Connection
+    # pool"): a process holds at most DATABASE_POOL_MAX_SIZE connections, a request or task
+    # takes one only while it runs (CONN_MAX_AGE must be 0 with a pool), and one that finds
+    # them all in use waits DATABASE_POOL_TIMEOUT, then fails: the API answers 503. Without
+    # it every web and worker thread kept a connection of its own, and a burst exhausted
+    # max_connections (500 "too many clients already"). The check dualsend.W006 compares
+    # max_size x DUALSEND_EXPECTED_PROCESSES with the server's max_connections.
+    _database = SettingReader(env, "DATABASE")
+    _pool_min_size = _database.not_negative(int, "POOL_MIN_SIZE", 2)
+    _pool_max_size = _database.positive(int, "POOL_MAX_SIZE", 16)
+    if _pool_min_size > _pool_max_size:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MIN_SIZE ({_pool_min_size}) must not exceed "
+            f"DATABASE_POOL_MAX_SIZE ({_pool_max_size})"
+        )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # With a pool this is the pool's `check`: a connection is tested (one round trip) before
+    # it is handed out, so one that a database restart killed is replaced, never used.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["pool"] = {
+        "min_size": _pool_min_size,
+        "max_size": _pool_max_size,
+        "timeout": _database.positive(float, "POOL_TIMEOUT", 3.0),
+        # A connection attempt that keeps failing is given up after this, and started
+        # afresh by the next request that needs one: the pool's doubling backoff never
+        # leaves a process without connections long after the database is back.
+        "reconnect_timeout": 10.0,
+        "name": "dualsend",
+    }
+    # Every wait on PostgreSQL is bounded. Connecting (psycopg's default is 130 s; values
+    # under 2 s are raised to 2); each statement, lock waits included; and a server that
+    # vanished without closing the connection: keepalive probes after 10 s idle, and
+    # TCP_USER_TIMEOUT drops a connection whose data or probes go unacknowledged for 30 s.
+    # A DATABASE_URL query string (?connect_timeout=…&options=…) wins or adds to these.
+    _options.setdefault("connect_timeout", _database.positive(int, "CONNECT_TIMEOUT", 5))
+    _statement_ms = round(1000 * _database.positive(float, "STATEMENT_TIMEOUT", 30.0))
+    _options["options"] = f"{_options.get('options', '')} -c statement_timeout={_statement_ms}"
+    _options["options"] = _options["options"].strip()
+    for _name, _value in {
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }.items():
+        _options.setdefault(_name, _value)
+# The processes that each hold a pool against this database: the web process plus every
+# worker (the README's production layout: gunicorn and one worker per queue, 4). Only the
+# system check dualsend.W006 reads it.
+DUALSEND_EXPECTED_PROCESSES = SettingReader(env, "DUALSEND").positive(int, "EXPECTED_PROCESSES", 4)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -127,16 +206,35 @@ LOGGING = {
 # dualsend's own API
 # ---------------------------------------------------------------------------
 DEVELOPMENT_API_TOKEN = "dev-token-change-me"  # noqa: S105  (used only with DEBUG on)
-DUALSEND_API_TOKENS = env.list(
-    "DUALSEND_API_TOKENS", default=[DEVELOPMENT_API_TOKEN] if DEBUG else []
+# The API's clients, each `name:token` or a plain `token` (project/api_clients.py); a bad
+# entry stops start-up here, named by position, never echoing a token.
+DUALSEND_API_CLIENTS = parse_api_clients(
+    env.str("DUALSEND_API_TOKENS", default=DEVELOPMENT_API_TOKEN if DEBUG else "")
 )
-if not DEBUG and not DUALSEND_API_TOKENS:
+if not DEBUG and not DUALSEND_API_CLIENTS:
     raise ImproperlyConfigured("DUALSEND_API_TOKENS must be set when DJANGO_DEBUG is off")
+# Each client's own inbound limit, shared by every web process (moving window in Redis):
+# one client's flood answers 429 to that client only.
+DUALSEND_CLIENT_RATE_LIMIT = parse_client_rate(
+    "DUALSEND_CLIENT_RATE_LIMIT", env.str("DUALSEND_CLIENT_RATE_LIMIT", default="50/second")
+)
+# ?wait holders per web process; past it an order is answered at once as it stands, so
+# long polls never take every web thread. 0 answers every ?wait at once.
+DUALSEND_MAX_WAITERS = env.int("DUALSEND_MAX_WAITERS", default=8)
+if DUALSEND_MAX_WAITERS < 0:
+    raise ImproperlyConfigured(
+        f"DUALSEND_MAX_WAITERS must not be negative, got {DUALSEND_MAX_WAITERS}"
+    )
 
 # A request body is a list of at most 100 items: 64 KiB is generous and bounds memory.
 DUALSEND_MAX_BODY_BYTES = env.int("DUALSEND_MAX_BODY_BYTES", default=64 * 1024)
 # GET /api/orders/<id>?wait=N holds a web thread; never longer than this.
 DUALSEND_MAX_WAIT_SECONDS = env.float("DUALSEND_MAX_WAIT_SECONDS", default=30.0)
+# A POST whose Idempotency-Key is still being created by another request waits this long
+# for it to commit (then replays it), and past it answers 409, retry shortly.
+DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS = env.float(
+    "DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS", default=2.0
+)
 
 # ---------------------------------------------------------------------------
 # Partners: where they are, how to authenticate, how hard to try
@@ -174,18 +272,24 @@ DUALSEND_SETTLE_RECHECK_SECONDS = env.float("DUALSEND_SETTLE_RECHECK_SECONDS", d
 # share one Redis).
 DUALSEND_RESILIENCE_KEY_PREFIX = env.str("DUALSEND_RESILIENCE_KEY_PREFIX", default="dualsend")
 # An in-flight claim lasts the call's timeouts plus this; past it (the worker died
-# mid-call) the send may be claimed again, with the same idempotency key.
-DUALSEND_LEASE_MARGIN_SECONDS = env.float("DUALSEND_LEASE_MARGIN_SECONDS", default=30.0)
+# mid-call, or its host was cut off) the send may be claimed again, with the same
+# idempotency key. Short, so that such a send goes again within the 30 s we promise for
+# recovery; safe, because a late answer of the first call finds its claim taken (the
+# attempt number fences it) and changes nothing.
+DUALSEND_LEASE_MARGIN_SECONDS = env.float("DUALSEND_LEASE_MARGIN_SECONDS", default=5.0)
 # No countdown (a retry, a deferral for the breaker or the rate limit) is ever longer than
 # this: the Redis broker's visibility_timeout must exceed it (a system check says so).
 DUALSEND_MAX_COUNTDOWN_SECONDS = env.float("DUALSEND_MAX_COUNTDOWN_SECONDS", default=300.0)
 
 # The sweeper: re-drives work whose message was lost (broker down at commit, worker
-# killed, Redis restarted without persistence). See tasks/sweeper.py.
-DUALSEND_SWEEP_EVERY_SECONDS = env.float("DUALSEND_SWEEP_EVERY_SECONDS", default=15.0)
+# killed, Redis restarted without persistence). See tasks/sweeper.py. Lost work goes
+# again at most one period plus the grace after it was due (a lost in-flight call: one
+# period after its lease), so these two bound how long a fault can hold an order.
+DUALSEND_SWEEP_EVERY_SECONDS = env.float("DUALSEND_SWEEP_EVERY_SECONDS", default=5.0)
 # Work this late past when it was due is taken as lost and sent again (idempotently).
-DUALSEND_SWEEP_GRACE_SECONDS = env.float("DUALSEND_SWEEP_GRACE_SECONDS", default=60.0)
-# An order not final this long after it was created goes to needs_attention.
+DUALSEND_SWEEP_GRACE_SECONDS = env.float("DUALSEND_SWEEP_GRACE_SECONDS", default=10.0)
+# An order not final this long after it was created (or re-driven by an operator) stops:
+# its unfinished sends fail, and settle's rules undo what may have taken effect.
 DUALSEND_ORDER_MAX_AGE_SECONDS = env.float("DUALSEND_ORDER_MAX_AGE_SECONDS", default=3 * 3600.0)
 
 # ---------------------------------------------------------------------------
@@ -220,23 +324,63 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Long I/O tasks: a worker takes one message per free slot, not a batch others could run.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A stuck HTTP call is bounded by its own timeouts; this is the backstop.
+# Not enforced under `--pool threads` (the README's layout): there a task is bounded by
+# its network timeouts (partner calls, database, Redis, broker; see "Every wait is bounded"
+# in the README). Under prefork they are the backstop.
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 150
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Every Redis wait is bounded (kombu's Redis transport options; the result backend's
+# redis_* settings below): a command on a connection whose server vanished without closing
+# it (failover, NAT or firewall timeout) raises after CELERY_SOCKET_TIMEOUT instead of
+# waiting forever, and a connection idle for CELERY_HEALTH_CHECK_INTERVAL is PINGed before
+# use. kombu also drops a worker's BRPOP connection whose reply is overdue by the interval:
+# a consumer on a half-open connection recovers within 1 s + 2 x the interval.
+_celery_timeouts = SettingReader(env, "CELERY")
+_socket_timeout = _celery_timeouts.positive(float, "SOCKET_TIMEOUT", 5.0)
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
+CELERY_REDIS_SOCKET_TIMEOUT = _socket_timeout
+CELERY_REDIS_SOCKET_KEEPALIVE = True
+CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL = _celery_timeouts.positive(
+    int, "HEALTH_CHECK_INTERVAL", 10
+)
 # Redis redelivers a message not acknowledged within visibility_timeout. It must be longer
 # than the longest countdown a retry can take (a retried task is an ETA message held
 # unacknowledged by the worker until it is due), or Redis delivers it a second time.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
-    "socket_connect_timeout": 2,
+    "socket_connect_timeout": CELERY_REDIS_SOCKET_CONNECT_TIMEOUT,
+    "socket_timeout": _socket_timeout,
+    "socket_keepalive": True,
+    "health_check_interval": CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL,
+}
+# Storing a result retries 20 times a second apart by default, each try up to the socket
+# timeout: minutes of a worker thread on a vanished Redis. Here a blip of 3.5 s is ridden
+# out; past it the result is dropped, and the sweeper settles an order whose chord never
+# fired.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {
+        "max_retries": 5,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 1,
+    },
 }
 if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
     # RabbitMQ (Redis still holds results and the breaker and limiter state). Without
     # publisher confirms a publish onto a dead connection "succeeds" and the message is
     # gone; with them, a broker that did not take the chord raises, and the order stays
     # pending for the sweeper, with dispatched_at unset.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True, "connect_timeout": 2}
+    # A read or write on a connection whose broker vanished raises after
+    # CELERY_SOCKET_TIMEOUT (py-amqp's read_timeout/write_timeout), and heartbeats every
+    # 10 s let a worker notice a dead connection within about two of them.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "confirm_publish": True,
+        "connect_timeout": 2,
+        "read_timeout": _socket_timeout,
+        "write_timeout": _socket_timeout,
+    }
+    CELERY_BROKER_HEARTBEAT = 10
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport with one fix, else a Redis restart kills every worker: see
     # project/redis_transport.py.
@@ -251,8 +395,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.2,
 }
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
-CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
-CELERY_REDIS_SOCKET_TIMEOUT = 10
 CELERY_BEAT_SCHEDULE = {
     "sweep": {
         "task": "tasks.sweeper.sweep",

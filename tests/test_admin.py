@@ -13,7 +13,9 @@ from django.urls import reverse
 from dualsend_app import enqueue
 from dualsend_app.models import Order, Redrive, Send
 from dualsend_app.partners.outcomes import AnswerOutcome
+from project.api_clients import parse_api_clients
 from tests.factories import create_attempt, create_order, create_send
+from tests.helpers import order_body
 
 pytestmark = pytest.mark.django_db
 
@@ -362,7 +364,10 @@ def test_redrive_leaves_an_order_that_is_not_needs_attention_alone_and_says_so(
     assert all(send.status == Send.Status.SUCCEEDED for send in completed.sends.all())
     content = response.content.decode()
     assert "Re-drove 1 order(s)" in content
-    assert f"Skipped 1 order(s) not in needs_attention: {completed.pk} (completed)" in content
+    assert (
+        f"Did not re-drive 1 order(s): {completed.pk}: the order is completed, "
+        "not needs_attention"
+    ) in content
     assert len(enqueued) == 1
 
 
@@ -377,6 +382,80 @@ def test_redrive_of_only_settled_orders_enqueues_nothing(
 
     assert enqueued == []
     assert "Re-drove" not in response.content.decode()
-    assert "Skipped 1 order(s)" in response.content.decode()
+    assert "Did not re-drive 1 order(s)" in response.content.decode()
     completed.refresh_from_db()
     assert completed.status == Order.Status.COMPLETED
+
+
+# --- the payment source is never shown whole; the client is shown, never its token --------
+
+SOURCE = "pm_card_4242_secret_9f3k"
+SHOP_TOKEN = "shop-secret-token-123"
+
+
+def make_order_paid_with(source):
+    order = make_order(Order.Status.COMPLETED, payload=order_body(payment_source=source))
+    charge = make_send(order, Send.Operation.PAYMENT_CHARGE, remote_id="ch_masked")
+    return order, charge
+
+
+def test_order_page_masks_the_payment_source_in_the_payload(admin_client):
+    """The order's payload shows the source's last 4 characters behind a mask only."""
+    order, _ = make_order_paid_with(SOURCE)
+
+    content = admin_client.get(change_url(order)).content.decode()
+
+    assert SOURCE not in content
+    assert "••••9f3k" in content
+    assert "SKU-1" in content  # the rest of the payload is shown as it is
+
+
+def test_send_page_masks_the_payment_source_in_a_charge_request_body(admin_client):
+    """A payment.charge's page shows its request body with the source masked."""
+    _, charge = make_order_paid_with(SOURCE)
+    assert SOURCE in charge.request_body  # stored whole: retries send the same bytes
+
+    content = admin_client.get(change_url(charge)).content.decode()
+
+    assert SOURCE not in content
+    assert "••••9f3k" in content
+    assert str(charge.order_id) in content
+
+
+def test_no_admin_page_of_the_order_shows_the_source_whole(admin_client):
+    """The order list, the send list and the refund's page never show it either."""
+    order, charge = make_order_paid_with(SOURCE)
+    refund = make_send(order, Send.Operation.PAYMENT_REFUND)
+
+    for url in (ORDER_LIST, SEND_LIST, change_url(order), change_url(charge), change_url(refund)):
+        assert SOURCE not in admin_client.get(url).content.decode(), url
+
+
+def test_the_admin_lists_every_clients_orders_and_names_the_client(admin_client, settings):
+    """Orders of all clients are listed; a named client by its name, never its token."""
+    settings.DUALSEND_API_CLIENTS = parse_api_clients(f"shop:{SHOP_TOKEN},plain-token")
+    plain_id = settings.DUALSEND_API_CLIENTS[1].id
+    shop_order = make_order(client="shop")
+    plain_order = make_order(client=plain_id)
+
+    listing = admin_client.get(ORDER_LIST)
+    page = admin_client.get(change_url(shop_order)).content.decode()
+
+    assert listed_orders(listing) == {str(shop_order.pk), str(plain_order.pk)}
+    content = listing.content.decode()
+    assert "shop" in content
+    assert f"{plain_id} (unnamed token)" in content
+    assert ">shop<" in page
+    for text in (content, page):
+        assert SHOP_TOKEN not in text
+        assert "plain-token" not in text
+
+
+def test_an_order_of_a_client_no_longer_configured_shows_its_id(admin_client, settings):
+    """A removed client's orders stay visible, under the id they were stored with."""
+    settings.DUALSEND_API_CLIENTS = parse_api_clients(f"shop:{SHOP_TOKEN}")
+    order = make_order(client="retired")
+
+    content = admin_client.get(change_url(order)).content.decode()
+
+    assert "retired (not configured now)" in content

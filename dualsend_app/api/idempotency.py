@@ -11,9 +11,10 @@ white space and the case of `currency` ("USD" and "usd" are stored alike) do not
     key being created right now    → 409 idempotency_in_progress
 
 Concurrent duplicates meet on the unique constraint (client, idempotency_key): the loser's
-insert fails, and it reads the winner's order. On PostgreSQL (and on SQLite, whose write
-lock serializes the transactions) the loser waits for the winner to commit, so it ends as
-a replay; 409 is left for an insert that failed while the winner's row is not visible.
+insert fails, and it reads the winner's order. On PostgreSQL the loser waits for the
+winner to commit, at most the intake's lock timeout (`orders.create_order`): a winner
+that commits in time makes the loser a replay (200); one still open past it makes the
+loser a 409 with Retry-After. (On SQLite the write lock serializes the transactions.)
 """
 
 import hashlib
@@ -22,7 +23,8 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, OperationalError
+from psycopg.errors import LockNotAvailable
 
 from dualsend_app import orders
 from dualsend_app.models import Order
@@ -83,6 +85,13 @@ def create_or_replay(
             logger.info("request_id=%s idempotency key still in progress", correlation_id)
             raise errors.idempotency_in_progress() from None
         return _replay(existing, request_fingerprint, correlation_id)
+    except OperationalError as exc:
+        if not (key and isinstance(exc.__cause__, LockNotAvailable)):
+            raise
+        # The first request with this key is still being created and has not committed
+        # within the intake's lock timeout: the client tries again shortly.
+        logger.info("request_id=%s idempotency key still in progress (lock)", correlation_id)
+        raise errors.idempotency_in_progress() from None
     return IntakeResult.CREATED, order
 
 

@@ -2,8 +2,9 @@
 
 Every answer is JSON and carries `X-Request-ID`: the client's when it is sane, else a new
 one. Errors share one shape (see errors.py). The checks of a POST run in the order users
-rely on: token 401, media type 415, size 413, JSON syntax 400, fields 422, idempotency
-422/409; nothing is written and nothing dispatched when one fails.
+rely on: token 401, the client's rate 429, media type 415, size 413, JSON syntax 400,
+fields 422, idempotency 422/409; nothing is written and nothing dispatched when one fails.
+An order belongs to the client that created it: to any other it does not exist (404).
 """
 
 import functools
@@ -21,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dualsend_app.models import Order
 
-from . import auth, errors, idempotency, validation
+from . import auth, client_limits, errors, idempotency, validation
 from .serializers import order_to_dict
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ View = Callable[..., HttpResponse]
 
 
 def api_view(*allowed_methods: str) -> Callable[[View], View]:
-    """405 for other methods, ApiError rendered as JSON, X-Request-ID on every answer."""
+    """405 for other methods, ApiError rendered as JSON, a dependency that is down as 503
+    with Retry-After, anything else as 500; X-Request-ID on every answer."""
 
     def decorate(view: View) -> View:
         @csrf_exempt
@@ -61,7 +63,7 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
                 response = view(request, *args, **kwargs)
             except errors.ApiError as error:
                 logger.info(
-                    "request_id=%s %s %s answered %s %s",
+                    "request_id=%s %s %r answered %s %s",
                     request.request_id,
                     request.method,
                     request.path,
@@ -69,11 +71,29 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
                     error.code,
                 )
                 response = error.response()
-            except Exception:
-                logger.exception(
-                    "request_id=%s %s %s failed", request.request_id, request.method, request.path
-                )
-                response = errors.internal_error().response()
+            except Exception as exc:
+                # A dependency that is down (database, broker, Redis) answers 503 with
+                # Retry-After; only what we cannot name is a 500.
+                error = errors.unavailable_for(exc)
+                if error is None:
+                    logger.exception(
+                        "request_id=%s %s %r failed",
+                        request.request_id,
+                        request.method,
+                        request.path,
+                    )
+                    error = errors.internal_error()
+                else:
+                    logger.warning(
+                        "request_id=%s %s %r answered 503: %s (%s: %s)",
+                        request.request_id,
+                        request.method,
+                        request.path,
+                        error.message,
+                        type(exc).__name__,
+                        exc,
+                    )
+                response = error.response()
             response[REQUEST_ID_HEADER] = request.request_id
             return response
 
@@ -85,7 +105,8 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
 @api_view("POST")
 def orders_collection(request: HttpRequest) -> JsonResponse:
     """Create an order (202), or replay the one created with this Idempotency-Key (200)."""
-    client = auth.authenticate(request)
+    client = auth.authenticate(request).id
+    client_limits.check_rate(client)
     document = validation.read_json_object(request, max_bytes=settings.DUALSEND_MAX_BODY_BYTES)
     payload, problems = validation.validate_order(document)
     key, key_problem = idempotency.parse_key(request.headers.get(idempotency.HEADER))
@@ -98,7 +119,7 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
         client=client, key=key, payload=payload, correlation_id=request.request_id
     )
     # Read it back: the chord was dispatched on commit, and a replay shows the order now.
-    order = _load(order.pk)
+    order = _load(order.pk, client)
     status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
     response = JsonResponse(order_to_dict(order), status=status)
     response["Location"] = order.get_absolute_url()
@@ -107,23 +128,38 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
 
 @api_view("GET")
 def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
-    """The order and every send; ?wait=N holds the answer until it is final or N passed."""
-    auth.authenticate(request)
+    """The order and every send; ?wait=N holds the answer until it is final or N passed.
+
+    Another client's order is answered exactly as an unknown id: one query, filtered by
+    the calling client, finds neither. Past the process's cap on ?wait holders the order
+    is answered at once, as it stands.
+    """
+    client = auth.authenticate(request).id
+    client_limits.check_rate(client)
     wait = validation.parse_wait(request.GET.get("wait"), cap=settings.DUALSEND_MAX_WAIT_SECONDS)
     try:
         pk = uuid.UUID(order_id)
     except ValueError:
         raise errors.not_found() from None
-    order = _load(pk)
+    order = _load(pk, client)
     if order is None:
         raise errors.not_found()
     if wait > 0 and not order.is_final:
-        order = _wait_until_final(order, wait, request.request_id)
+        with client_limits.wait_slots.slot() as may_wait:
+            if may_wait:
+                order = _wait_until_final(order, wait, request.request_id)
+            else:
+                logger.info(
+                    "order=%s request_id=%s ?wait holders at their cap: answered at once",
+                    order.pk,
+                    request.request_id,
+                )
     return JsonResponse(order_to_dict(order))
 
 
-def _load(pk: uuid.UUID) -> Order | None:
-    return Order.objects.prefetch_related("sends").filter(pk=pk).first()
+def _load(pk: uuid.UUID, client: str) -> Order | None:
+    """The client's order with its sends; None for an unknown id and another client's."""
+    return Order.objects.prefetch_related("sends").filter(pk=pk, client=client).first()
 
 
 def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
@@ -145,9 +181,11 @@ def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
+        if not connection.in_atomic_block:
+            connection.close()  # back to the pool while we sleep: a wait holds no connection
         time.sleep(min(interval, remaining))
         interval = min(interval * WAIT_POLL_GROWTH, WAIT_MAX_POLL_SECONDS)
         status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
         if status is None:  # deleted while we waited
             raise errors.not_found()
-    return _load(order.pk) or order
+    return _load(order.pk, order.client) or order
