@@ -26,12 +26,14 @@ from devstack.stack.processes import (
     free_port,
     redis_server_binary,
 )
-from devstack.stack.services import Stack
+from devstack.stack.services import QUEUE_WORKERS, Faults, Stack
 
 __all__ = [
     "DEMO_USERNAME",
+    "QUEUE_WORKERS",
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
+    "Faults",
     "NotTheDemoDatabase",
     "SimulatorControl",
     "Stack",

@@ -1,10 +1,11 @@
 """A fresh database of the chaos run's own, and this process switched over to it.
 
-The run must never touch the project's own database: by default it uses
-`<name>_chaos` next to a PostgreSQL `DATABASE_URL`, or a SQLite file under
-`var/chaos/`. Either is dropped and created again at the start of every run, so the
-records read at the end are this run's only. The children get the URL in their
-environment; this process, already set up by Django, is switched over in place.
+The run must never touch the project's own database: by default it makes a PostgreSQL
+server of its own (postgres.py) and a database in it; `--database-url` names another
+(PostgreSQL or SQLite), never the project's. Either is dropped and created again at the
+start of every run, so the records read at the end are this run's only. The children get
+the URL in their environment; this process, already set up by Django, is switched over
+in place.
 """
 
 import contextlib
@@ -29,18 +30,6 @@ MAINTENANCE_DATABASE = "postgres"
 
 class DatabaseError(Exception):
     """The run's database cannot be used; the message says why."""
-
-
-def chaos_database_url(explicit: str | None = None) -> str:
-    """--database-url when given, else `<name>_chaos` beside PostgreSQL, else SQLite."""
-    if explicit:
-        return explicit
-    project_url = os.environ.get("DATABASE_URL", "")
-    if is_postgres(project_url):
-        parts = urlsplit(project_url)
-        name = parts.path.lstrip("/") or "dualsend"
-        return parts._replace(path=f"/{name}_chaos").geturl()
-    return f"sqlite:///{settings.BASE_DIR / 'var' / 'chaos' / 'dualsend-chaos.sqlite3'}"
 
 
 def is_postgres(url: str) -> bool:
@@ -69,6 +58,11 @@ def use(url: str) -> None:
     are rebuilt here exactly as project/settings.py builds them for the children.
     """
     connections.close_all()
+    # With PostgreSQL's pool, Django keeps one pool per alias for the whole process: close
+    # it, or queries would still go to the old database under the new settings.
+    close_pool = getattr(connections["default"], "close_pool", None)
+    if close_pool is not None:
+        close_pool()
     settings.DATABASES["default"] = database_settings(url)
     connections.__dict__.pop("settings", None)  # a cached_property: read DATABASES again
     connections._settings = None

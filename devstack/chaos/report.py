@@ -6,8 +6,9 @@ from collections import Counter
 from devstack.demo.report import percentile
 from dualsend_app.models import Order, Redrive
 
+from .recovery import Recovery
 from .run import RunSetup
-from .verdict import SHOWN_PROBLEMS, RunFacts, Verdict
+from .verdict import INTERNAL_ERROR, SHOWN_PROBLEMS, RunFacts, Verdict, answer_summary
 
 STATUS_ORDER = [str(status) for status in Order.Status]
 EFFECT_BUCKETS = ("0", "1", "2+")
@@ -19,8 +20,10 @@ def render(setup: RunSetup, facts: RunFacts, verdict: Verdict) -> str:
     sections = [
         header(setup, verdict),
         fault_lines(facts),
+        recovery_lines(facts),
         status_lines(facts),
         settle_lines(facts),
+        answer_lines(facts),
         work_lines(facts),
         effect_lines(facts),
         attention_lines(facts),
@@ -38,8 +41,11 @@ def header(setup: RunSetup, verdict: Verdict) -> list[str]:
         f"broker     {setup.broker}",
         f"redis      {setup.redis}",
         f"database   {setup.database}",
+        f"layout     {setup.layout}",
+        f"levers     {setup.levers}",
         f"orders     {setup.orders} through POST {setup.web_url}/api/orders, "
-        f"{setup.rate:.1f}/s, {setup.concurrency} at a time; seed {setup.seed}",
+        f"{setup.rate:.1f}/s on average (paced to the faults), {setup.concurrency} clients; "
+        f"seed {setup.seed}",
         f"partners   latency {setup.faults.latency_ms} ms, random errors "
         f"{setup.faults.error_rate:.0%}, dropped after the effect {setup.faults.drop_rate:.0%}, "
         f"declines {setup.faults.decline_rate:.0%}",
@@ -50,10 +56,54 @@ def header(setup: RunSetup, verdict: Verdict) -> list[str]:
 def fault_lines(facts: RunFacts) -> list[str]:
     lines = ["Faults (t = seconds since the first order)"]
     for record in facts.faults:
-        lines.append(f"  t={record.at:6.1f}  {record.action:<14} {record.detail}")
+        lines.append(f"  t={record.at:6.1f}  {record.name:<24} {record.detail}")
     if not facts.faults:
         lines.append("  none")
     return lines
+
+
+RECOVERY_LEGEND = (
+    "  caught: orders not final at the fault's start whose next step waited on what it hit",
+    "  (a killed worker: a send pending or in flight that it runs, i.e. a header send on",
+    "  its partner's queue, or on the default queue a compensation, settle or closing; a",
+    "  partner outage: a send to it pending or in flight, and every order created while it",
+    "  was down; a Redis restart or PostgreSQL crash: every order not final).",
+    "  recovery: from the fault (a kill, a restart) or from the return of what it took",
+    "  down (an outage, a database crash) to the last caught order settled.",
+)
+
+
+def recovery_lines(facts: RunFacts) -> list[str]:
+    lines = [
+        "Recovery per fault",
+        f"  {'t':>8}  {'fault':<24}{'caught':>7}  {'recovery':>9}  last to settle",
+    ]
+    lines += [_recovery_line(recovery) for recovery in facts.recoveries]
+    if not facts.recoveries:
+        lines.append("  no fault")
+    return lines + list(RECOVERY_LEGEND)
+
+
+def _recovery_line(recovery: Recovery) -> str:
+    fault = recovery.fault
+    if recovery.seconds is None:
+        seconds, last = "never", f"{recovery.unsettled} caught order(s) not final"
+    elif not recovery.caught:
+        seconds, last = "-", "nothing caught"
+    else:
+        seconds, last = f"{recovery.seconds:.1f} s", recovery.last_order
+    back = f" (back at t={fault.back_at:.1f})" if fault.lasting else ""
+    return f"  t={fault.at:6.1f}  {fault.name:<24}{recovery.caught:>7}  {seconds:>9}  {last}{back}"
+
+
+def answer_lines(facts: RunFacts) -> list[str]:
+    internal = sum(n for (_, answer), n in facts.answers.items() if answer == INTERNAL_ERROR)
+    return [
+        "Answers the clients saw (each order: POST until accepted, then one GET; retried on",
+        "no answer, 409, 429 and 503 with the same Idempotency-Key, after Retry-After)",
+        f"  {answer_summary(facts.answers)}",
+        f"  500 answers: {internal}",
+    ]
 
 
 def status_lines(facts: RunFacts) -> list[str]:

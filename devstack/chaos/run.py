@@ -4,24 +4,38 @@ every order settled (or the bound reached), the facts read, the stack down.
 The main thread runs the faults and starts every process (see stack.py for why); the
 client's threads only make HTTP calls. One loop watches all three (placing, faults,
 settling) and prints a progress line now and then, so the run is bounded by one clock.
+The orders are paced to the schedule: the rate is asked again after each order, from the
+orders left and the faults still to come, so that orders keep arriving during every one.
+
+The run's own reads of the database survive its crash: a read that fails closes the
+connection and answers "not known now"; the next one connects again.
 """
 
+import contextlib
+import os
 import random
+import runpy
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, connections
 
 from devstack.simulators.control import SimulatorControl
 from devstack.stack.services import Faults
-from dualsend_app.models import Order, Send
+from dualsend_app.models import Order
 
 from . import faults as fault_schedule
-from . import traffic, verdict
+from . import recovery, traffic, verdict
 from .stack import ChaosStack
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.2
 STATUS_EVERY_SECONDS = 1.0
@@ -29,8 +43,14 @@ PROGRESS_EVERY_SECONDS = 5.0
 # Orders keep arriving during every fault: they are spread over the schedule, at most
 # this fast (the machine has two cores; the point is faults under load, not a benchmark).
 MAX_AUTO_RATE = 10.0
-MIN_AUTO_RATE = 1.0
+MIN_AUTO_RATE = 0.5
 KEPT_RUN_LOGS = 5
+# The recovery levers as the children read them, for the report's header.
+LEVERS = (
+    ("lease margin", "DUALSEND_LEASE_MARGIN_SECONDS"),
+    ("sweep every", "DUALSEND_SWEEP_EVERY_SECONDS"),
+    ("sweep grace", "DUALSEND_SWEEP_GRACE_SECONDS"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,9 +59,12 @@ class ChaosOptions:
     broker: str
     kills: int
     redis_restarts: int
+    postgres_crashes: int
+    postgres_down_seconds: float
+    outage_partners: tuple[str, ...]
     outage_seconds: float
-    outage_partner: str
     timeout: float
+    recovery_bound: float
     seed: int
     rate: float | None  # None: spread the orders over the fault schedule
     concurrency: int
@@ -56,6 +79,8 @@ class RunSetup:
     broker: str
     redis: str
     database: str
+    layout: str
+    levers: str
     orders: int
     web_url: str
     rate: float
@@ -77,11 +102,12 @@ def new_log_dir(base_dir: Path) -> Path:
 
 
 def start_stack(stack: ChaosStack, say: Callable[[str], None]) -> None:
-    """Every process, in the order each needs the previous ones; says how long each took."""
+    """Every process but PostgreSQL (started first, to be migrated), in the order each
+    needs the previous ones; says how long each took."""
     steps = (
         ("redis", stack.start_redis),
         ("partners", stack.start_partners),
-        ("worker", stack.start_worker),
+        ("workers", stack.start_workers),
         ("beat", stack.start_beat),
         ("web", stack.start_web),
     )
@@ -103,13 +129,17 @@ class ChaosRun:
         self.rng = random.Random(options.seed)
         self.plan = fault_schedule.plan(
             kills=options.kills,
+            worker_roles=[worker.role for worker in stack.workers],
             redis_restarts=options.redis_restarts,
+            postgres_crashes=options.postgres_crashes,
+            postgres_down_seconds=options.postgres_down_seconds,
+            outage_partners=options.outage_partners,
             outage_seconds=options.outage_seconds,
-            outage_partner=options.outage_partner,
             gap=options.fault_gap,
             rng=self.rng,
         )
-        self.rate = options.rate or self._rate_over_the_schedule()
+        # The pace at the start, for the report: it follows the schedule from there on.
+        self.rate = options.rate or _pace(options.orders, fault_schedule.expected_span(self.plan))
         run_id = f"chaos-{uuid.uuid4().hex[:8]}"
         self.orders = traffic.orders_for(options.orders, run_id, self.rng)
         self.started: float | None = None
@@ -122,20 +152,24 @@ class ChaosRun:
     # --- the run -------------------------------------------------------------------------
 
     def execute(self) -> tuple[verdict.RunFacts, verdict.Verdict]:
-        client = traffic.Client(self.stack.web_url, self.stack.api_token)
+        client = traffic.Client(self.stack.web_url, self.stack.api_token, seed=self.options.seed)
         self.placer = traffic.Placer(
-            client, self.orders, rate=self.rate, concurrency=self.options.concurrency
+            client, self.orders, rate=self._current_rate, concurrency=self.options.concurrency
         )
         self.runner = fault_schedule.FaultRunner(
             self.stack,
             self.plan,
             clock=self.clock,
-            sends_in_flight=_sends_in_flight,
-            announce=self._announce,
+            waiting_on=lambda: _read(recovery.waiting_on, {}),
+            unsettled=lambda record: _read(lambda: recovery.unsettled(record), None),
+            announce=self.say,
+            recovery_bound=self.options.recovery_bound,
         )
         self.say(
-            f"placing {len(self.orders)} orders at {self.rate:.1f}/s while "
-            f"{len(self.plan)} faults happen; bound {self.options.timeout:g} s"
+            f"placing {len(self.orders)} orders from {self.rate:.1f}/s while "
+            f"{len(self.plan)} faults happen: "
+            + ", ".join(_fault_name(fault) for fault in self.plan)
+            + f"; bound {self.options.timeout:g} s"
         )
         self.started = time.monotonic()
         try:
@@ -196,9 +230,12 @@ class ChaosRun:
         )
         expected = verdict.Expectations(
             kills=self.options.kills,
+            worker_roles=tuple(worker.role for worker in self.stack.workers),
             redis_restarts=self.options.redis_restarts,
-            outage_partner=self.options.outage_partner if self.options.outage_seconds else "",
+            postgres_crashes=self.options.postgres_crashes,
+            outage_partners=self.options.outage_partners if self.options.outage_seconds else (),
             settle_bound=self.options.timeout,
+            recovery_bound=self.options.recovery_bound,
         )
         return facts, verdict.judge(facts, expected)
 
@@ -214,8 +251,12 @@ class ChaosRun:
         """Status → orders placed so far, read at most once a second."""
         if time.monotonic() - self._statuses_at >= STATUS_EVERY_SECONDS:
             ids = [order.order_id for order in self.placer.placed]
-            rows = Order.objects.filter(pk__in=ids).values_list("status", flat=True)
-            self._statuses = Counter(rows)
+            rows = _read(
+                lambda: list(Order.objects.filter(pk__in=ids).values_list("status", flat=True)),
+                None,
+            )
+            if rows is not None:  # else the database is down: keep what we knew
+                self._statuses = Counter(rows)
             self._statuses_at = time.monotonic()
         return self._statuses
 
@@ -231,15 +272,56 @@ class ChaosRun:
             f"faults {faults_done}/{len(self.plan)}"
         )
 
-    def _announce(self, record: fault_schedule.FaultRecord) -> None:
-        self.say(f"t={record.at:6.1f}  FAULT {record.action}: {record.detail}")
-
-    def _rate_over_the_schedule(self) -> float:
-        span = fault_schedule.expected_span(self.plan)
-        if span <= 0:
-            return MAX_AUTO_RATE
-        return min(MAX_AUTO_RATE, max(MIN_AUTO_RATE, self.options.orders / span))
+    def _current_rate(self) -> float:
+        """--rate, else the orders left spread over the faults still to come."""
+        return self.options.rate or _pace(
+            len(self.orders) - self.placer.submitted(), self.runner.remaining_span()
+        )
 
 
-def _sends_in_flight() -> int:
-    return Send.objects.filter(status=Send.Status.IN_FLIGHT).count()
+def _pace(orders: int, span: float) -> float:
+    if span <= 0:
+        return MAX_AUTO_RATE
+    return min(MAX_AUTO_RATE, max(MIN_AUTO_RATE, orders / span))
+
+
+def _fault_name(fault: fault_schedule.PlannedFault) -> str:
+    return f"{fault.action} {fault.target}".strip()
+
+
+def _read(query: Callable[[], T], unknown: T) -> T:
+    """`query()`, or `unknown` when the database does not answer (it may be the crash the
+    run caused); the broken connection is closed so that the next read connects again."""
+    try:
+        return query()
+    except DatabaseError:
+        for connection in connections.all():
+            with contextlib.suppress(DatabaseError):
+                connection.close()
+        return unknown
+
+
+def levers(environment: Mapping[str, str]) -> str:
+    """The recovery levers as a child with `environment` reads them (project/settings.py
+    run once more with exactly that environment)."""
+    with _only_environment(environment):
+        values = runpy.run_path(str(settings.BASE_DIR / "project" / "settings.py"))
+    partner = values["DUALSEND_PARTNERS"]["inventory"]
+    parts = [f"{label} {values[name]:g} s" for label, name in LEVERS]
+    parts.append(
+        f"partner timeouts {partner.connect_timeout:g} + {partner.read_timeout:g} s "
+        "(an in-flight lease is timeouts + margin)"
+    )
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _only_environment(environment: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

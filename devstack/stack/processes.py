@@ -8,6 +8,7 @@ order. On Linux a child also gets SIGTERM if the demo itself dies without cleani
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -86,9 +87,17 @@ def start_child(
     env: Mapping[str, str],
     cwd: str | os.PathLike[str],
     log_dir: str | os.PathLike[str],
+    user: str | None = None,
 ) -> Child:
-    """Start `command` in a new session with stdout and stderr going to <log_dir>/<name>.log."""
+    """Start `command` in a new session with stdout and stderr going to <log_dir>/<name>.log.
+
+    `user`: run it as that user (and only that user's group), as a server that refuses
+    root needs; Linux still stops it with its parent (the death signal is asked for after
+    the switch)."""
     log_path = Path(log_dir) / f"{name}.log"
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
             command,
@@ -99,6 +108,7 @@ def start_child(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            **as_user,
         )
     return Child(name=name, process=process, log_path=log_path)
 

