@@ -16,7 +16,6 @@ every web thread from the requests that create orders.
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,12 +23,11 @@ from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from project.partner_settings import parse_rate
 
-from ..resilience.redis_client import get_redis, key_prefix
+from ..resilience.redis_client import moving_window_limiter
 from . import errors
 
 logger = logging.getLogger(__name__)
@@ -38,8 +36,7 @@ logger = logging.getLogger(__name__)
 UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 KEY_SPACE = "clientlimit"
 
-_limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
-_limiters_lock = threading.Lock()
+_warning_lock = threading.Lock()
 _last_warning = {"at": -math.inf}
 
 
@@ -66,24 +63,12 @@ def check_rate(client_id: str) -> None:
 
 
 def _limiter() -> MovingWindowRateLimiter:
-    """This process's moving-window limiter, on the shared Redis client's connection pool."""
-    prefix = f"{key_prefix()}:{KEY_SPACE}"
-    key = (os.getpid(), settings.REDIS_URL, prefix)
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            storage = RedisStorage(
-                settings.REDIS_URL,
-                connection_pool=get_redis().connection_pool,
-                key_prefix=prefix,
-            )
-            limiter = _limiters[key] = MovingWindowRateLimiter(storage)
-        return limiter
+    return moving_window_limiter(KEY_SPACE)
 
 
 def _warn_unreachable(exc: Exception) -> None:
     now = time.monotonic()
-    with _limiters_lock:
+    with _warning_lock:
         if now - _last_warning["at"] < UNREACHABLE_WARNING_EVERY_SECONDS:
             return
         _last_warning["at"] = now

@@ -16,19 +16,16 @@ Functions here raise `redis.RedisError` when Redis is unreachable; `gate` fails 
 """
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Mapping
 
 from django.conf import settings
-from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from project.partner_settings import parse_rate
 
 from ..partners.http import retry_after_seconds
-from .redis_client import get_redis, key_prefix, run_script
+from .redis_client import get_redis, key_prefix, moving_window_limiter, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +36,6 @@ MAX_PAUSE_SECONDS = 24 * 3600.0
 # X-RateLimit-Reset above this is an epoch timestamp, not seconds (some APIs send one).
 EPOCH_THRESHOLD = 1_000_000_000
 
-_limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
-_limiters_lock = threading.Lock()
 
 # KEYS[1]: the pause key. ARGV: pause_ms, why. Extends the pause, never shortens it.
 EXTEND_PAUSE_SCRIPT = """
@@ -122,16 +117,4 @@ def _pause_key(partner: str) -> str:
 
 
 def _limiter() -> MovingWindowRateLimiter:
-    """This process's moving-window limiter, on the shared client's connection pool."""
-    prefix = f"{key_prefix()}:ratelimit"
-    key = (os.getpid(), settings.REDIS_URL, prefix)
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            storage = RedisStorage(
-                settings.REDIS_URL,
-                connection_pool=get_redis().connection_pool,
-                key_prefix=prefix,
-            )
-            limiter = _limiters[key] = MovingWindowRateLimiter(storage)
-        return limiter
+    return moving_window_limiter("ratelimit")

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
 from redis.commands.core import Script
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
 _scripts: dict[tuple[int, str, str], Script] = {}
+_limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
+_limiters_lock = threading.Lock()
 _clients_lock = threading.Lock()
 _last_warning_at: dict[str, float | None] = {"monotonic": None}
 
@@ -90,3 +94,18 @@ def warn_unreachable(what: str, partner: str, exc: Exception) -> None:
         type(exc).__name__,
         exc,
     )
+
+
+def moving_window_limiter(key_space: str) -> MovingWindowRateLimiter:
+    """This process's `limits` moving-window limiter for one key space (our pace to the
+    partners, each client's pace to us), on the shared client's connection pool."""
+    prefix = f"{key_prefix()}:{key_space}"
+    key = (os.getpid(), settings.REDIS_URL, prefix)
+    with _limiters_lock:  # not _clients_lock: get_redis() below takes that one
+        limiter = _limiters.get(key)
+        if limiter is None:
+            storage = RedisStorage(
+                settings.REDIS_URL, connection_pool=get_redis().connection_pool, key_prefix=prefix
+            )
+            limiter = _limiters[key] = MovingWindowRateLimiter(storage)
+        return limiter
