@@ -349,12 +349,14 @@ def test_half_open_lets_exactly_the_probes_through_across_concurrent_callers(sma
     assert transitions() == [("closed", "open"), ("open", "half_open")]
 
 
-def test_a_failed_probe_opens_it_again_for_a_fresh_open_time(small_breaker):
-    """Half-open, one probe fails: open again, refusing for another open_seconds."""
+def test_failed_probes_at_the_failure_rate_open_it_again_for_a_fresh_open_time(small_breaker):
+    """Half-open, two of three probes fail (50 %): open again for another open_seconds."""
     open_the_breaker()
     wait_until_open_time_is_over()
-    assert gate.admit(PARTNER).allowed
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
 
+    fail(1)
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
     fail(1)
 
     state = gate.breaker_state(PARTNER)
@@ -362,15 +364,35 @@ def test_a_failed_probe_opens_it_again_for_a_fresh_open_time(small_breaker):
     assert OPEN_SECONDS / 2 < state["open_until"] - time.time() <= OPEN_SECONDS + 0.1
     assert gate.admit(PARTNER).reason == "breaker open"
     assert transitions() == [("closed", "open"), ("open", "half_open"), ("half_open", "open")]
+    reopened = BreakerTransition.objects.filter(from_state="half_open").get()
+    assert reopened.reason == "2 of 3 probe calls failed (threshold 50%)"
 
 
-def test_a_slow_probe_opens_it_again(small_breaker):
-    """A probe that succeeds, but slowly, shows the partner has not recovered."""
+def test_one_failed_probe_among_successes_closes_it(small_breaker):
+    """A partner that fails a share of its calls, as partners do: one probe of three
+    failing is below the failure rate, so the other two succeeding close it."""
     open_the_breaker()
     wait_until_open_time_is_over()
-    assert gate.admit(PARTNER).allowed
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
 
-    succeed(1, duration=SLOW_CALL_SECONDS + 0.1)
+    succeed(1)
+    fail(1)
+    assert gate.breaker_state(PARTNER)["state"] == "half_open"
+    succeed(1)
+
+    state = gate.breaker_state(PARTNER)
+    assert (state["state"], state["calls"], state["failures"]) == ("closed", 0, 0)
+    closed = BreakerTransition.objects.filter(from_state="half_open").get()
+    assert closed.reason == "3 probe call(s) answered, 1 failed and 0 slow: below the thresholds"
+
+
+def test_slow_probes_at_the_slow_call_rate_open_it_again(small_breaker):
+    """Probes that succeed, but slowly, show the partner has not recovered."""
+    open_the_breaker()
+    wait_until_open_time_is_over()
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
+
+    succeed(2, duration=SLOW_CALL_SECONDS + 0.1)
 
     assert gate.breaker_state(PARTNER)["state"] == "open"
 
@@ -610,12 +632,13 @@ def test_a_probe_success_clears_the_tally_of_sends_failing_again(small_breaker):
     assert gate.breaker_state(PARTNER)["state"] == "half_open"
 
 
-def test_a_fresh_sends_failed_probe_still_reopens_it_at_once(small_breaker):
-    """A send that never failed before failing as a probe: the partner, open again."""
+def test_fresh_sends_failed_probes_reopen_it_at_the_failure_rate(small_breaker):
+    """Sends that never failed before failing as probes: the partner, open again."""
     open_then_wait()
-    assert gate.admit(PARTNER).allowed
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
 
-    answer(503, send_key="fresh-send")
+    answer(503, send_key="fresh-send-1")
+    answer(503, send_key="fresh-send-2")
 
     assert gate.breaker_state(PARTNER)["state"] == "open"
 

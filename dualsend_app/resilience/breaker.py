@@ -12,10 +12,16 @@ The rules (`settings.DUALSEND_PARTNERS[partner].breaker`, a `BreakerSettings`):
   the tests' bare observations are, counts on its own.)
 - OPEN refuses every call for `open_seconds`. Nothing runs on a timer: the first `admit`
   after that turns it HALF_OPEN and, unless it is held back as below, is the first probe.
-- HALF_OPEN lets `half_open_probes` calls through, counted across all workers. One probe
-  that fails, or is slow, opens it again for a fresh `open_seconds`; all probes
-  succeeding close it with an empty window. A probe whose worker died never reports:
-  after the longest a call can take, its slot is given to another call.
+- HALF_OPEN lets `half_open_probes` calls through, counted across all workers, and
+  judges them as a group by the breaker's own thresholds: as soon as the failed probes
+  reach `failure_rate` of `half_open_probes` (or the slow ones `slow_call_rate`), it opens
+  again for a fresh `open_seconds`; once every probe has answered short of that, it
+  closes with an empty window. With the defaults (3 probes, 50 %), two failures of three
+  reopen it, one does not: a partner that answers most calls but fails a share of them,
+  as every real partner does, is not held open by one unlucky probe. (One failing probe
+  reopening it at once made a partner with 25 % background errors fail its half-open
+  more than half the time: 15 s more each time.) A probe whose worker died never
+  reports: after the longest a call can take, its slot is given to another call.
 - Probes go to fresh sends first. A send that has called before and is still not final
   ("failed before": its earlier calls came back without a definite answer) is refused a
   probe slot while sends that never called keep asking: it may wait until no fresh send
@@ -25,7 +31,7 @@ The rules (`settings.DUALSEND_PARTNERS[partner].breaker`, a `BreakerSettings`):
   poison order must not keep a partner closed to everyone. Its slot is freed and the
   send is noted; only when `half_open_probes` different failed-before sends have failed
   as probes, with no probe succeeding in between, does it open again. Any probe success
-  clears that tally, and a fresh send's failed probe still opens it at once.
+  clears that tally, and a fresh send's failed probe counts in the group as above.
 
 Each decision is one Lua script, so it is atomic across workers, and time is Redis's own
 clock (`TIME`), one clock for all of them. A script says whether it made a transition;
@@ -117,7 +123,7 @@ ADMIT_SCRIPT = (
 local probes, lease, recheck = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local failed_before, fresh_first = ARGV[4] == '1', tonumber(ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'state', 'open_until', 'probes_admitted',
-                     'probe_successes', 'probe_deadline', 'fresh_asked')
+                     'probes_reported', 'probe_deadline', 'fresh_asked')
 local state = h[1] or 'closed'
 
 if state == 'closed' then
@@ -134,12 +140,13 @@ if state == 'open' then
   -- failed before and fresh sends still get the first chance.
   previous = 'open'
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes_admitted', 0,
-             'probe_successes', 0, 'probe_deadline', 0, 'fresh_asked', open_until)
+             'probes_reported', 0, 'probes_failed', 0, 'probes_slow', 0,
+             'probe_deadline', 0, 'fresh_asked', open_until)
   h = {'half_open', open_until, '0', '0', '0', tostring(open_until)}
 end
 
 local admitted = tonumber(h[3] or '0')
-local successes = tonumber(h[4] or '0')
+local reported = tonumber(h[4] or '0')
 local deadline = tonumber(h[5] or '0')
 if failed_before then
   local fresh_until = tonumber(h[6] or '0') + fresh_first
@@ -152,7 +159,7 @@ else
 end
 if now >= deadline then
   -- Probes admitted this long ago never reported (their worker died): free their slots.
-  admitted = successes
+  admitted = reported
 end
 if admitted < probes then
   redis.call('HSET', KEYS[1], 'probes_admitted', admitted + 1, 'probe_deadline', now + lease)
@@ -176,13 +183,14 @@ local window, min_calls = tonumber(ARGV[4]), tonumber(ARGV[5])
 local failure_rate, slow_rate = tonumber(ARGV[6]), tonumber(ARGV[7])
 local open_ms, probes = tonumber(ARGV[8]), tonumber(ARGV[9])
 local failed_before = ARGV[10] == '1'
-local h = redis.call('HMGET', KEYS[1], 'state', 'probes_admitted', 'probe_successes')
+local h = redis.call('HMGET', KEYS[1], 'state', 'probes_admitted', 'probes_reported')
 local state = h[1] or 'closed'
+local probe_fields = {'probes_admitted', 'probes_reported', 'probes_failed', 'probes_slow',
+                      'probe_deadline', 'fresh_asked'}
 
 local function open_breaker()
   redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + open_ms)
-  redis.call('HDEL', KEYS[1], 'probes_admitted', 'probe_successes', 'probe_deadline',
-             'fresh_asked')
+  redis.call('HDEL', KEYS[1], unpack(probe_fields))
   redis.call('DEL', KEYS[5])
 end
 
@@ -192,10 +200,10 @@ if state == 'open' then
 end
 
 if state == 'half_open' then
-  local admitted, successes = tonumber(h[2] or '0'), tonumber(h[3] or '0')
+  local admitted, reported = tonumber(h[2] or '0'), tonumber(h[3] or '0')
   if outcome == 'neutral' then
     -- No verdict on health: the probe's slot goes to another call.
-    if admitted > successes then
+    if admitted > reported then
       redis.call('HINCRBY', KEYS[1], 'probes_admitted', -1)
     end
     return {'half_open', '', '', 0, 0, 0}
@@ -204,7 +212,7 @@ if state == 'half_open' then
     -- This send failing again says more about the send than about the partner: free its
     -- slot and note it. Enough different such sends failing, and nothing succeeding, is
     -- the partner.
-    if admitted > successes then
+    if admitted > reported then
       redis.call('HINCRBY', KEYS[1], 'probes_admitted', -1)
     end
     redis.call('SADD', KEYS[5], send_key)
@@ -216,22 +224,32 @@ if state == 'half_open' then
     end
     return {'half_open', '', '', 0, 0, 0}
   end
+  -- The probes are judged together, by the breaker's own thresholds.
+  reported = redis.call('HINCRBY', KEYS[1], 'probes_reported', 1)
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'probes_failed') or '0')
+  local slow = tonumber(redis.call('HGET', KEYS[1], 'probes_slow') or '0')
   if outcome == 'failure' then
-    open_breaker()
-    return {'open', 'half_open', 'probe_failed', 0, 0, 0}
+    failed = redis.call('HINCRBY', KEYS[1], 'probes_failed', 1)
+  else
+    -- Only a success says the partner may be back: the tally of failing retries restarts.
+    redis.call('DEL', KEYS[5])
   end
   if is_slow then
-    open_breaker()
-    return {'open', 'half_open', 'probe_slow', 0, 0, 0}
+    slow = redis.call('HINCRBY', KEYS[1], 'probes_slow', 1)
   end
-  redis.call('DEL', KEYS[5])
-  successes = redis.call('HINCRBY', KEYS[1], 'probe_successes', 1)
-  if successes >= probes then
+  if failed / probes >= failure_rate then
+    open_breaker()
+    return {'open', 'half_open', 'probes_failed', probes, failed, slow}
+  end
+  if slow / probes >= slow_rate then
+    open_breaker()
+    return {'open', 'half_open', 'probes_slow', probes, failed, slow}
+  end
+  if reported >= probes then
     redis.call('HSET', KEYS[1], 'state', 'closed')
-    redis.call('HDEL', KEYS[1], 'open_until', 'probes_admitted', 'probe_successes',
-               'probe_deadline', 'fresh_asked')
+    redis.call('HDEL', KEYS[1], 'open_until', unpack(probe_fields))
     redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-    return {'closed', 'half_open', 'probes_succeeded', 0, 0, 0}
+    return {'closed', 'half_open', 'probes_succeeded', reported, failed, slow}
   end
   return {'half_open', '', '', 0, 0, 0}
 end
@@ -417,14 +435,22 @@ def _reason(why: str, config: BreakerSettings, *, calls: int, failures: int, slo
             f"{slow} of {calls} calls took {config.slow_call_seconds:g} s or more {window} "
             f"(threshold {config.slow_call_rate:.0%}, at least {config.min_calls} calls)"
         )
-    if why == "probe_failed":
-        return "a probe call failed"
-    if why == "probe_slow":
-        return f"a probe call took {config.slow_call_seconds:g} s or more"
+    if why == "probes_failed":
+        return f"{failures} of {calls} probe calls failed (threshold {config.failure_rate:.0%})"
+    if why == "probes_slow":
+        return (
+            f"{slow} of {calls} probe calls took {config.slow_call_seconds:g} s or more "
+            f"(threshold {config.slow_call_rate:.0%})"
+        )
     if why == "probes_failed_again":
         return (
             f"probes of {failures} different sends that had failed before all failed again, "
             "none succeeding in between"
+        )
+    if failures or slow:
+        return (
+            f"{calls} probe call(s) answered, {failures} failed and {slow} slow: "
+            "below the thresholds"
         )
     return f"{config.half_open_probes} probe call(s) succeeded"
 
