@@ -657,6 +657,36 @@ def test_rate_limit_lets_the_configured_number_through_then_says_how_long(config
     assert 0 < admissions[-1].wait_seconds <= 1.0
 
 
+def test_a_call_the_breaker_refuses_spends_no_slot_of_our_rate(small_breaker, configure):
+    """Open breaker, 3/minute: refused calls leave the rate whole; once it closes,
+    all three slots are there."""
+    configure(rate_limit="3/minute")
+    open_the_breaker()
+    assert all(gate.admit(PARTNER).reason == "breaker open" for _ in range(5))
+    wait_until_open_time_is_over()
+    assert all(gate.admit(PARTNER).allowed for _ in range(PROBES))
+    succeed(PROBES)  # closed again
+
+    assert not gate.admit(PARTNER).allowed  # the probes took the three slots, nothing else
+
+
+def test_admit_is_one_redis_round_trip(small_breaker, monkeypatch):
+    """Pause, rate and breaker asked in one script: one command per admission."""
+    client = redis_client.get_redis()
+    commands = []
+    execute = client.execute_command
+
+    def counting(*args, **kwargs):
+        commands.append(args[0])
+        return execute(*args, **kwargs)
+
+    gate.admit(PARTNER)  # the script is loaded once per process
+    monkeypatch.setattr(client, "execute_command", counting)
+
+    assert gate.admit(PARTNER).allowed
+    assert commands == ["EVALSHA"]
+
+
 def test_rate_limit_is_shared_by_every_process(configure, in_other_process):
     """Three calls in another process and two here use up 5 per minute together.
 

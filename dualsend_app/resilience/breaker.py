@@ -65,7 +65,7 @@ from django.db import DatabaseError, transaction
 from project.partner_settings import BreakerSettings
 
 from ..models import BreakerTransition
-from .redis_client import key_prefix, run_script
+from .redis_client import NOW_MS_LUA, key_prefix, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -105,68 +105,67 @@ class Verdict:
     refusal: Refusal = Refusal.NONE
 
 
-# The clock every script reads: Redis's, in integer milliseconds (Lua numbers come back
-# from Redis truncated to integers, so nothing here is a fraction of a second).
-_NOW_MS = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"""
-
 # KEYS[1]: the breaker's hash. ARGV: probes, probe_lease_ms, recheck_ms, failed_before
 # (0|1), fresh_first_ms. `fresh_asked` is when a fresh send last asked, or when the open
 # time ended if none has since.
 # Returns {allowed (0|1), state, wait_ms, previous state when this call changed it or '',
-# refusal or ''}.
+# refusal or ''}. A function, so that the gate's one script (`gate.GATE_SCRIPT`) runs it
+# after the pause and the rate; `now` is the script's clock (`redis_client.NOW_MS_LUA`).
+ADMIT_FUNCTION = """
+local function breaker_admit(key, probes, lease, recheck, failed_before, fresh_first)
+  local h = redis.call('HMGET', key, 'state', 'open_until', 'probes_admitted',
+                       'probes_reported', 'probe_deadline', 'fresh_asked')
+  local state = h[1] or 'closed'
+
+  if state == 'closed' then
+    return {1, 'closed', 0, '', ''}
+  end
+
+  local previous = ''
+  if state == 'open' then
+    local open_until = tonumber(h[2] or '0')
+    if now < open_until then
+      return {0, 'open', open_until - now, '', 'open'}
+    end
+    -- Open long enough: this call turns it half-open, and is its first probe unless it
+    -- failed before and fresh sends still get the first chance.
+    previous = 'open'
+    redis.call('HSET', key, 'state', 'half_open', 'probes_admitted', 0,
+               'probes_reported', 0, 'probes_failed', 0, 'probes_slow', 0,
+               'probe_deadline', 0, 'fresh_asked', open_until)
+    h = {'half_open', open_until, '0', '0', '0', tostring(open_until)}
+  end
+
+  local admitted = tonumber(h[3] or '0')
+  local reported = tonumber(h[4] or '0')
+  local deadline = tonumber(h[5] or '0')
+  if failed_before then
+    local fresh_until = tonumber(h[6] or '0') + fresh_first
+    if now < fresh_until then
+      return {0, 'half_open', fresh_until - now, previous, 'fresh_first'}
+    end
+  else
+    -- A fresh send is asking: sends that failed before keep waiting a while longer.
+    redis.call('HSET', key, 'fresh_asked', now)
+  end
+  if now >= deadline then
+    -- Probes admitted this long ago never reported (their worker died): free their slots.
+    admitted = reported
+  end
+  if admitted < probes then
+    redis.call('HSET', key, 'probes_admitted', admitted + 1, 'probe_deadline', now + lease)
+    return {1, 'half_open', 0, previous, ''}
+  end
+  return {0, 'half_open', math.max(1, math.min(recheck, deadline - now)), previous,
+          'probes_in_use'}
+end
+"""
 ADMIT_SCRIPT = (
-    _NOW_MS
+    NOW_MS_LUA
+    + ADMIT_FUNCTION
     + """
-local probes, lease, recheck = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local failed_before, fresh_first = ARGV[4] == '1', tonumber(ARGV[5])
-local h = redis.call('HMGET', KEYS[1], 'state', 'open_until', 'probes_admitted',
-                     'probes_reported', 'probe_deadline', 'fresh_asked')
-local state = h[1] or 'closed'
-
-if state == 'closed' then
-  return {1, 'closed', 0, '', ''}
-end
-
-local previous = ''
-if state == 'open' then
-  local open_until = tonumber(h[2] or '0')
-  if now < open_until then
-    return {0, 'open', open_until - now, '', 'open'}
-  end
-  -- Open long enough: this call turns it half-open, and is its first probe unless it
-  -- failed before and fresh sends still get the first chance.
-  previous = 'open'
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probes_admitted', 0,
-             'probes_reported', 0, 'probes_failed', 0, 'probes_slow', 0,
-             'probe_deadline', 0, 'fresh_asked', open_until)
-  h = {'half_open', open_until, '0', '0', '0', tostring(open_until)}
-end
-
-local admitted = tonumber(h[3] or '0')
-local reported = tonumber(h[4] or '0')
-local deadline = tonumber(h[5] or '0')
-if failed_before then
-  local fresh_until = tonumber(h[6] or '0') + fresh_first
-  if now < fresh_until then
-    return {0, 'half_open', fresh_until - now, previous, 'fresh_first'}
-  end
-else
-  -- A fresh send is asking: sends that failed before keep waiting a while longer.
-  redis.call('HSET', KEYS[1], 'fresh_asked', now)
-end
-if now >= deadline then
-  -- Probes admitted this long ago never reported (their worker died): free their slots.
-  admitted = reported
-end
-if admitted < probes then
-  redis.call('HSET', KEYS[1], 'probes_admitted', admitted + 1, 'probe_deadline', now + lease)
-  return {1, 'half_open', 0, previous, ''}
-end
-return {0, 'half_open', math.max(1, math.min(recheck, deadline - now)), previous,
-        'probes_in_use'}
+return breaker_admit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+                     ARGV[4] == '1', tonumber(ARGV[5]))
 """
 )
 
@@ -176,7 +175,7 @@ return {0, 'half_open', math.max(1, math.min(recheck, deadline - now)), previous
 # min_calls, failure_rate, slow_call_rate, open_ms, probes, failed_before (0|1).
 # Returns {state, previous state when this call changed it or '', why, calls, failures, slow}.
 OBSERVE_SCRIPT = (
-    _NOW_MS
+    NOW_MS_LUA
     + """
 local outcome, is_slow, send_key = ARGV[1], ARGV[2] == '1', ARGV[3]
 local window, min_calls = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -295,7 +294,7 @@ return {'closed', '', '', calls, failures, slow}
 # Read only. KEYS as OBSERVE_SCRIPT; ARGV: window_ms.
 # Returns {state, calls, failures, slow, open_until_ms or 0}.
 STATE_SCRIPT = (
-    _NOW_MS
+    NOW_MS_LUA
     + """
 local since = now - tonumber(ARGV[1]) + 1
 local h = redis.call('HMGET', KEYS[1], 'state', 'open_until')
@@ -312,22 +311,33 @@ def admit(partner: str, *, failed_before: bool = False) -> Verdict:
     """May a call to `partner` go ahead? Turns OPEN into HALF_OPEN when its time is up.
 
     `failed_before`: the send has called before and is still not final; half-open, it
-    waits while fresh sends want the probes.
+    waits while fresh sends want the probes. (The send path asks through the gate's one
+    script instead, which runs the same function: `gate.admit`.)
     """
-    config = _breaker_config(partner)
-    allowed, state, wait_ms, previous, refusal = run_script(
-        ADMIT_SCRIPT,
-        keys=_keys(partner)[:1],
-        args=[
-            config.half_open_probes,
-            _milliseconds(_probe_lease_seconds(partner)),
-            _milliseconds(HALF_OPEN_RECHECK_SECONDS),
-            int(failed_before),
-            _milliseconds(_fresh_first_seconds(config)),
-        ],
+    result = run_script(
+        ADMIT_SCRIPT, keys=[hash_key(partner)], args=admit_args(partner, failed_before)
     )
+    return verdict_of(partner, result)
+
+
+def admit_args(partner: str, failed_before: bool) -> list[int]:
+    """ADMIT_FUNCTION's arguments after its key, in order."""
+    config = _breaker_config(partner)
+    return [
+        config.half_open_probes,
+        _milliseconds(_probe_lease_seconds(partner)),
+        _milliseconds(HALF_OPEN_RECHECK_SECONDS),
+        int(failed_before),
+        _milliseconds(_fresh_first_seconds(config)),
+    ]
+
+
+def verdict_of(partner: str, result: list[Any]) -> Verdict:
+    """ADMIT_FUNCTION's answer as a Verdict; a transition it made is logged and kept."""
+    allowed, state, wait_ms, previous, refusal = result
     state = _text(state)
     if previous:
+        config = _breaker_config(partner)
         _record_transition(
             partner,
             _text(previous),
@@ -394,9 +404,14 @@ def current_state(partner: str) -> dict[str, Any]:
     }
 
 
+def hash_key(partner: str) -> str:
+    """The breaker's state. One hash tag per partner: on a Redis Cluster a script's keys
+    (the gate's too: pause, rate, breaker) share a slot."""
+    return f"{key_prefix()}:breaker:{{{partner}}}"
+
+
 def _keys(partner: str) -> list[str]:
-    # One hash tag per partner: on a Redis Cluster a script's keys share a slot.
-    base = f"{key_prefix()}:breaker:{{{partner}}}"
+    base = hash_key(partner)
     return [base, f"{base}:calls", f"{base}:failures", f"{base}:slow", f"{base}:failing_again"]
 
 

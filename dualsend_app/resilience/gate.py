@@ -24,7 +24,7 @@ from ..partners.http import WireAnswer
 from ..partners.outcomes import AnswerOutcome, Decision
 from . import breaker, ratelimit
 from .breaker import CallHealth
-from .redis_client import warn_unreachable
+from .redis_client import NOW_MS_LUA, run_script, warn_unreachable
 
 PARTNER_ASKED_TO_WAIT = "partner asked to wait"
 RATE_LIMIT = "rate limit"
@@ -34,6 +34,34 @@ BREAKER_FRESH_FIRST = "breaker half-open, probes go to sends that have not faile
 
 # A refusal always names a wait above zero, so a caller never spins on "ask again now".
 MIN_WAIT_SECONDS = 0.01
+
+# Everything `admit` asks, in one round trip and atomically. KEYS: the partner's pause,
+# our rate's window, the breaker's hash (one hash tag: one Redis Cluster slot). ARGV:
+# limit, window_ms, then the breaker's (`breaker.admit_args`).
+# Returns {allowed (0|1), why ('paused'|'rate'|'breaker'), wait_ms, then the breaker's
+# state, previous state and refusal when it was asked}.
+GATE_SCRIPT = (
+    NOW_MS_LUA
+    + ratelimit.RATE_FUNCTIONS
+    + breaker.ADMIT_FUNCTION
+    + """
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then
+  return {0, 'paused', paused}
+end
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rate_wait = rate_wait_ms(KEYS[2], limit, window)
+if rate_wait > 0 then
+  return {0, 'rate', rate_wait}
+end
+local verdict = breaker_admit(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[4]),
+                              tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7]))
+if verdict[1] == 1 then
+  rate_take(KEYS[2], limit, window)
+end
+return {verdict[1], 'breaker', verdict[3], verdict[2], verdict[4], verdict[5]}
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -50,14 +78,14 @@ ADMITTED = Admission(allowed=True)
 
 def admit(partner: str, *, failed_before: bool = False) -> Admission:
     """Before a call, in this order: the partner's own pause (Retry-After / X-RateLimit),
-    our configured rate, the breaker.
+    our configured rate, the breaker; one Redis script, so one round trip.
 
     `failed_before`: the send has called before and is still not final. A half-open
     breaker keeps its probes for fresh sends a while; this one waits.
 
     The breaker comes last because a half-open probe slot is the scarcest thing here: a
-    call the rate limit refuses must not hold one. (A call the breaker refuses has used a
-    slot of our rate; that only slows us down, never the partner's protection.)
+    call the rate limit refuses must not hold one. A slot of our rate is taken only when
+    the breaker lets the call through.
     """
     try:
         return _admit(partner, failed_before=failed_before)
@@ -118,13 +146,23 @@ def call_health(decision: Decision) -> CallHealth:
 
 
 def _admit(partner: str, *, failed_before: bool) -> Admission:
-    paused = ratelimit.pause_remaining(partner)
-    if paused > 0:
-        return _refused(paused, PARTNER_ASKED_TO_WAIT)
-    wait = ratelimit.take_slot(partner)
-    if wait > 0:
-        return _refused(wait, RATE_LIMIT)
-    verdict = breaker.admit(partner, failed_before=failed_before)
+    allowed, why, wait_ms, *breaker_answer = run_script(
+        GATE_SCRIPT,
+        keys=[
+            ratelimit.pause_key(partner),
+            ratelimit.rate_key(partner),
+            breaker.hash_key(partner),
+        ],
+        args=[*ratelimit.rate_args(partner), *breaker.admit_args(partner, failed_before)],
+    )
+    why = why.decode() if isinstance(why, bytes) else why
+    if why == "paused":
+        return _refused(wait_ms / 1000, PARTNER_ASKED_TO_WAIT)
+    if why == "rate":
+        return _refused(max(wait_ms / 1000, ratelimit.MIN_RATE_WAIT_SECONDS), RATE_LIMIT)
+    verdict = breaker.verdict_of(
+        partner, [allowed, breaker_answer[0], wait_ms, *breaker_answer[1:]]
+    )
     if not verdict.allowed:
         return _refused(verdict.wait_seconds, _BREAKER_REASONS[verdict.refusal])
     return ADMITTED

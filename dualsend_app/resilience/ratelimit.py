@@ -1,10 +1,14 @@
 """How fast we call a partner: our own configured rate, and the pace the partner asks for.
 
 Our rate (`DUALSEND_PARTNERS[partner].rate_limit`, e.g. `INVENTORY_API_RATE_LIMIT=50/s`)
-is kept by the `limits` library in Redis, shared by every worker. Its moving window
-(`MovingWindowRateLimiter`) is exact: "50/s" is never 100 calls across a window boundary
-as a fixed window allows, and its window stats say when the oldest call leaves the
-window, which is exactly how long a refused send must wait.
+is a moving window in Redis, shared by every worker: a list of our latest calls' times,
+at most the limit long. It is exact: "50/s" is never 100 calls across a window boundary
+as a fixed window allows, and the oldest call in the list says exactly how long a
+refused send must wait. It is the algorithm of the `limits` library's moving window
+(which keeps each client's pace to us, `api/client_limits.py`), written as a Lua
+function so that the gate asks pause, rate and breaker in one script (`gate.py`): one
+round trip before each call instead of three, and a call the breaker refuses no longer
+spends a slot of our rate.
 
 The partner's own signals become a shared "pause until" per partner, a Redis key whose
 time to live is the pause: `Retry-After` on any answer, and `X-RateLimit-Remaining` at or
@@ -20,12 +24,11 @@ import time
 from collections.abc import Mapping
 
 from django.conf import settings
-from limits.strategies import MovingWindowRateLimiter
 
 from project.partner_settings import parse_rate
 
 from ..partners.http import retry_after_seconds
-from .redis_client import get_redis, key_prefix, moving_window_limiter, run_script
+from .redis_client import get_redis, key_prefix, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +51,45 @@ return 0
 """
 
 
-def take_slot(partner: str) -> float:
-    """Take one call from our rate: 0 when taken, else the seconds until one frees."""
+# The moving window of our calls to one partner: a list of call times (ms, Redis's
+# clock `now`), newest first, never longer than the limit. The limit-th newest call says
+# when a slot frees: when it leaves the window. Functions for the gate's one script.
+RATE_FUNCTIONS = """
+local function rate_wait_ms(key, limit, window)
+  local oldest = redis.call('LINDEX', key, limit - 1)
+  if oldest then
+    local frees = tonumber(oldest) + window - now
+    if frees > 0 then return frees end
+  end
+  return 0
+end
+
+local function rate_take(key, limit, window)
+  redis.call('LPUSH', key, now)
+  redis.call('LTRIM', key, 0, limit - 1)
+  redis.call('PEXPIRE', key, window)
+end
+"""
+
+
+def rate_args(partner: str) -> list[int]:
+    """(limit, window_ms) of our configured rate to `partner`, for RATE_FUNCTIONS."""
     item = parse_rate(settings.DUALSEND_PARTNERS[partner].rate_limit)
-    limiter = _limiter()
-    if limiter.hit(item, partner):
-        return 0.0
-    stats = limiter.get_window_stats(item, partner)
-    return max(MIN_RATE_WAIT_SECONDS, stats.reset_time - time.time())
+    return [item.amount, item.get_expiry() * 1000]
+
+
+def rate_key(partner: str) -> str:
+    return f"{key_prefix()}:rate:{{{partner}}}"
+
+
+def pause_key(partner: str) -> str:
+    """The partner's pause: its time to live is what is left of it."""
+    return f"{key_prefix()}:pause:{{{partner}}}"
 
 
 def pause_remaining(partner: str) -> float:
     """Seconds the partner asked us to wait that have not passed yet (0 when none)."""
-    milliseconds = get_redis().pttl(_pause_key(partner))
+    milliseconds = get_redis().pttl(pause_key(partner))
     return max(0.0, milliseconds / 1000)
 
 
@@ -73,7 +102,7 @@ def note_partner_signals(partner: str, headers: Mapping[str, str]) -> None:
     seconds = min(seconds, MAX_PAUSE_SECONDS)
     extended = run_script(
         EXTEND_PAUSE_SCRIPT,
-        keys=[_pause_key(partner)],
+        keys=[pause_key(partner)],
         args=[max(1, round(seconds * 1000)), why],
     )
     if extended:
@@ -110,11 +139,3 @@ def _number(value: str | None) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _pause_key(partner: str) -> str:
-    return f"{key_prefix()}:pause:{{{partner}}}"
-
-
-def _limiter() -> MovingWindowRateLimiter:
-    return moving_window_limiter("ratelimit")

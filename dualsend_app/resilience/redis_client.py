@@ -31,6 +31,14 @@ HEALTH_CHECK_SECONDS = 10
 # During an outage every send would log the same warning: once per this, per process.
 UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 
+# The clock every script reads: Redis's, in integer milliseconds (Lua numbers come back
+# from Redis truncated to integers, so nothing here is a fraction of a second). One clock
+# for every worker and process, whatever their own say.
+NOW_MS_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
 _clients: dict[tuple[int, str], redis.Redis] = {}
 _scripts: dict[tuple[int, str, str], Script] = {}
 _limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
