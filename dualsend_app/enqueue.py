@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from celery import chord, signature
 from celery.canvas import Signature
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import Order, Send
@@ -28,18 +30,28 @@ COMPENSATE_TASK = "tasks.compensations.compensate"
 
 def dispatch_order(order_id: uuid.UUID | str) -> bool:
     """chord([reserve, charge], settle); mark the order dispatched once the broker has it."""
-    sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
-    header = [signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,)) for send in sends]
+    sends = Send.objects.filter(
+        order_id=order_id, operation__in=Send.HEADER_OPERATIONS
+    ).values_list("pk", "partner")
+    header = [signature(SEND_TASK_BY_PARTNER[partner], args=(pk,)) for pk, partner in sends]
     try:
         chord(header)(signature(SETTLE_TASK, args=(str(order_id),)))
     except Exception:
         # The broker is down: the order stays pending and the sweeper dispatches it later.
         logger.exception("order=%s could not be dispatched; left pending", order_id)
         return False
-    Order.objects.filter(pk=order_id, dispatched_at__isnull=True).update(
-        dispatched_at=timezone.now()
+    # One UPDATE: the first dispatch's time, and pending → dispatched (an order that
+    # moved on meanwhile keeps its status).
+    now = timezone.now()
+    dispatched_first = Q(dispatched_at__isnull=True) | Q(status=Order.Status.PENDING)
+    Order.objects.filter(dispatched_first, pk=order_id).update(
+        dispatched_at=Coalesce(F("dispatched_at"), now),
+        status=Case(
+            When(status=Order.Status.PENDING, then=Value(Order.Status.DISPATCHED)),
+            default=F("status"),
+        ),
+        updated_at=now,
     )
-    Order.claim(order_id, from_statuses=(Order.Status.PENDING,), status=Order.Status.DISPATCHED)
     return True
 
 

@@ -180,8 +180,13 @@ class Send(models.Model):
         return f"{self.operation} for order {self.order_id} ({self.status})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self.partner = self.operation.split(".", 1)[0]
+        self.partner = self.partner_of(self.operation)
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def partner_of(operation: str) -> str:
+        """The partner an operation goes to: "payment.charge" → "payment"."""
+        return operation.split(".", 1)[0]
 
     @property
     def is_final(self) -> bool:

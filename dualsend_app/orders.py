@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue
+from . import enqueue, order_events
 from .models import Order, Send
 from .partners import clients
 from .partners.http import canonical_json
@@ -64,8 +64,10 @@ def create_order(
             payload=payload,
             correlation_id=correlation_id,
         )
-        for operation in Send.HEADER_OPERATIONS:
-            _create_send(order, operation)
+        # One INSERT for both sends (bulk_create skips save(): the partner is set here).
+        Send.objects.bulk_create(
+            _new_send(order, operation) for operation in Send.HEADER_OPERATIONS
+        )
         transaction.on_commit(lambda: enqueue.dispatch_order(order.pk), robust=True)
     logger.info("order=%s request_id=%s created", order.pk, correlation_id)
     return order
@@ -79,11 +81,22 @@ def _bound_lock_waits(seconds: float) -> None:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
 
 
-def _create_send(order: Order, operation: str) -> Send:
+def _new_send(order: Order, operation: str) -> Send:
     method, path, body = clients.build_request(operation, order)
-    return Send.objects.create(
-        order=order, operation=operation, method=method, path=path, request_body=body
+    return Send(
+        order=order,
+        operation=operation,
+        partner=Send.partner_of(operation),
+        method=method,
+        path=path,
+        request_body=body,
     )
+
+
+def _create_send(order: Order, operation: str) -> Send:
+    send = _new_send(order, operation)
+    send.save()
+    return send
 
 
 SETTLING = (Order.Status.PENDING, Order.Status.DISPATCHED)
@@ -105,10 +118,11 @@ def settle(
         return SettleResult.NOT_READY
     if all(send.status == Send.Status.SUCCEEDED for send in headers):
         reason = _because(why, "both partners succeeded")
-        return _finish(order, Order.Status.COMPLETED, reason, from_statuses)
+        return _finish(order, headers, Order.Status.COMPLETED, reason, from_statuses)
     to_undo = [send for send in headers if send.may_have_taken_effect]
     if not to_undo:
-        return _finish(order, Order.Status.FAILED, _because(why, _summary(headers)), from_statuses)
+        reason = _because(why, _summary(headers))
+        return _finish(order, headers, Order.Status.FAILED, reason, from_statuses)
     return _start_compensation(order, headers, to_undo, why, from_statuses)
 
 
@@ -117,9 +131,20 @@ def _because(why: str, reason: str) -> str:
 
 
 def _finish(
-    order: Order, status: str, reason: str, from_statuses: Iterable[str] = SETTLING
+    order: Order,
+    sends: Iterable[Send],
+    status: str,
+    reason: str,
+    from_statuses: Iterable[str] = SETTLING,
 ) -> SettleResult:
-    """The order reaches a final status; the card token is then forgotten."""
+    """The order reaches a final status, and its card token is forgotten in the same
+    transaction; once that commits, whoever waits on the order is told.
+
+    `order` and `sends` are as the caller read them: the token is blanked from them, with
+    no second read. The charge will not be sent again (a re-drive only retries
+    compensations, and a refund's body has no source), so nothing needs the token any
+    more, and a token kept forever is a token that can leak.
+    """
     with transaction.atomic():
         won = Order.claim(
             order.pk,
@@ -127,10 +152,12 @@ def _finish(
             status=status,
             status_reason=reason,
             settled_at=timezone.now(),
+            payload=_without_payment_source(order.payload),
         )
         if not won:
             return SettleResult.ALREADY_SETTLED
-        forget_payment_source(order.pk)
+        _forget_charge_source(sends)
+        transaction.on_commit(lambda: order_events.publish_final(order.pk), robust=True)
     logger.info(
         "order=%s request_id=%s settled status=%s reason=%s",
         order.pk,
@@ -141,23 +168,18 @@ def _finish(
     return SettleResult(status)
 
 
-def forget_payment_source(order_id: uuid.UUID | str) -> None:
-    """Blank the card token in the order and in its charge's stored request.
+def _without_payment_source(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload | {"payment_source": ""} if payload.get("payment_source") else payload
 
-    Called once the order is final: the charge will not be sent again (a re-drive only
-    retries compensations, and a refund's body has no source), so nothing needs the
-    token any more, and a token kept forever is a token that can leak.
-    """
-    order = Order.objects.get(pk=order_id)
-    if order.payload.get("payment_source"):
-        Order.objects.filter(pk=order_id).update(
-            payload=order.payload | {"payment_source": ""}
-        )
-    charge = order.sends.filter(operation=Send.Operation.PAYMENT_CHARGE).first()
-    if charge is not None and charge.request_body:
-        body = json.loads(charge.request_body)
+
+def _forget_charge_source(sends: Iterable[Send]) -> None:
+    """Blank the card token in the stored request of the order's charge, if it has one."""
+    for send in sends:
+        if send.operation != Send.Operation.PAYMENT_CHARGE or not send.request_body:
+            continue
+        body = json.loads(send.request_body)
         if body.get("source"):
-            Send.objects.filter(pk=charge.pk).update(
+            Send.objects.filter(pk=send.pk).update(
                 request_body=canonical_json(body | {"source": ""})
             )
 
@@ -205,7 +227,8 @@ def finish_compensation(order_id: uuid.UUID | str, *, why: str = "") -> SettleRe
     order = Order.objects.get(pk=order_id)
     if order.status != Order.Status.COMPENSATING:
         return None
-    compensations = [send for send in order.sends.all() if send.is_compensation]
+    sends = list(order.sends.all())
+    compensations = [send for send in sends if send.is_compensation]
     if not all(send.is_final for send in compensations):
         return None
     failed = [send for send in compensations if send.status == Send.Status.FAILED]
@@ -218,7 +241,7 @@ def finish_compensation(order_id: uuid.UUID | str, *, why: str = "") -> SettleRe
     else:
         status = Order.Status.FAILED
         reason = "nothing had taken effect (the partners answered 404 to the undo)"
-    return _finish(order, status, _because(why, reason), (Order.Status.COMPENSATING,))
+    return _finish(order, sends, status, _because(why, reason), (Order.Status.COMPENSATING,))
 
 
 def expire(order_id: uuid.UUID | str, *, max_age_seconds: float) -> SettleResult | None:

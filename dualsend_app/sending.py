@@ -42,6 +42,9 @@ class NextStep:
 
     retry_in: float | None = None
     kept_answer: dict[str, Any] | None = None
+    # The send's status when this delivery ended (for the task's return value), when
+    # known without reading the row again.
+    status: str = ""
 
     @property
     def should_retry(self) -> bool:
@@ -70,7 +73,7 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     now = timezone.now()
     send = Send.objects.select_related("order").get(pk=send_id)
     if send.is_final:
-        return STOP  # a duplicate delivery: nothing to do
+        return NextStep(status=send.status)  # a duplicate delivery: nothing to do
     if send.order.status not in send.order_statuses_taking_it:
         # The order moved on (it expired) while this send waited: it is never called now.
         _fail_unsent(send, f"not sent: the order is {send.order.status}", now)
@@ -79,19 +82,19 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     if wait > 0:
         # Early (a duplicate of a retry) or held by another delivery: come back then.
         return NextStep(retry_in=wait)
-    mark_started(send_id, now)
-    admission = gate.admit(send.partner, failed_before=send.attempts > 0)
+    failed_before = send.attempts > 0
+    admission = gate.admit(send.partner, failed_before=failed_before)
     if not admission.allowed:
-        return defer(send_id, admission, now)
+        return defer(send, admission, now)
     if not claim(send, now):
         return STOP
-    call = attempt(send_id)
+    call = attempt(send)
     gate.observe(
         send.partner,
         answer=call.result.answer,
         decision=call.result.decision,
         send_key=send.idempotency_key,
-        failed_before=send.attempts > 0,
+        failed_before=failed_before,
     )
     try:
         return record_attempt(call)
@@ -106,12 +109,6 @@ def lease_seconds(send: Send) -> float:
     return partner.longest_call_seconds + settings.DUALSEND_LEASE_MARGIN_SECONDS
 
 
-def mark_started(send_id: int, now: datetime.datetime) -> None:
-    """The first pickup of a send starts its deadline (not its creation: an order that
-    waited for a broker outage still gets its full time)."""
-    Send.objects.filter(pk=send_id, started_at__isnull=True).update(started_at=now)
-
-
 def seconds_to_wait(send: Send, now: datetime.datetime) -> float:
     """>0 when this delivery must not call yet: the attempt is not due (a duplicate of a
     retry), or another delivery holds the send in flight and its lease still runs."""
@@ -123,35 +120,48 @@ def seconds_to_wait(send: Send, now: datetime.datetime) -> float:
 
 
 def claim(send: Send, now: datetime.datetime) -> bool:
-    """pending → in_flight (or an in_flight whose worker died), counting the attempt.
+    """pending → in_flight (or an in_flight whose worker died), counting the attempt, in
+    one conditional update; `send` is then updated in memory to match its row.
 
     True when this delivery won the send; a duplicate delivery, or one whose order no
     longer wants the send, gets False and does nothing. The send's row is the fence:
     expiry fails a pending send with a conditional update on the same row, so exactly
-    one of the two wins.
+    one of the two wins; and the attempt count read with `send` must still be the row's,
+    so no other delivery claimed it in between. The first claim (or deferral) of a send
+    starts its deadline (not its creation: an order that waited for a broker outage
+    still gets its full time).
     """
     claimable = Q(status=Send.Status.PENDING) | Q(
         status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now
     )
+    lease_ends = now + datetime.timedelta(seconds=lease_seconds(send))
     updated = (
-        Send.objects.filter(claimable, pk=send.pk)
+        Send.objects.filter(claimable, pk=send.pk, attempts=send.attempts)
         # The order must still want this send: an expired order's sends are never called.
         .filter(order__status__in=send.order_statuses_taking_it)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(
             status=Send.Status.IN_FLIGHT,
             attempts=F("attempts") + 1,
-            lease_expires_at=now + datetime.timedelta(seconds=lease_seconds(send)),
+            lease_expires_at=lease_ends,
+            started_at=Coalesce(F("started_at"), now),
             first_attempt_at=Coalesce(F("first_attempt_at"), now),
             last_attempt_at=now,
         )
     )
-    return updated == 1
+    if updated != 1:
+        return False
+    send.status = Send.Status.IN_FLIGHT
+    send.attempts += 1
+    send.lease_expires_at = lease_ends
+    send.started_at = send.started_at or now
+    send.first_attempt_at = send.first_attempt_at or now
+    send.last_attempt_at = now
+    return True
 
 
-def attempt(send_id: int) -> CallMade:
-    """Make one HTTP call for a claimed send."""
-    send = Send.objects.select_related("order").get(pk=send_id)
+def attempt(send: Send) -> CallMade:
+    """Make one HTTP call for a send this delivery has claimed."""
     # Give the database connection back to the pool for the length of the call: a
     # partner's seconds must not hold one of the process's few connections. The next
     # query takes one again; if that fails, `run` keeps the answer for the retry.
@@ -159,9 +169,7 @@ def attempt(send_id: int) -> CallMade:
         connection.close()
     started_at = timezone.now()
     result = clients.call(send, request_id=send.order.correlation_id)
-    return CallMade(
-        send=send, result=result, started_at=started_at, attempt_number=send.attempts
-    )
+    return CallMade(send=send, result=result, started_at=started_at, attempt_number=send.attempts)
 
 
 def record_attempt(call: CallMade) -> NextStep:
@@ -174,6 +182,7 @@ def record_attempt(call: CallMade) -> NextStep:
     send, decision, answer = call.send, call.result.decision, call.result.answer
     now = timezone.now()
     plan = _retry_plan(send, call.result, now)
+    changes = _send_changes(call.result, plan, now)
     with transaction.atomic():
         Attempt.objects.create(
             send=send,
@@ -188,7 +197,7 @@ def record_attempt(call: CallMade) -> NextStep:
         )
         still_ours = Send.objects.filter(
             pk=send.pk, status=Send.Status.IN_FLIGHT, attempts=call.attempt_number
-        ).update(**_send_changes(call.result, plan, now))
+        ).update(**changes)
     _log_attempt(call, plan)
     if not still_ours:
         logger.warning(
@@ -197,7 +206,7 @@ def record_attempt(call: CallMade) -> NextStep:
             call.attempt_number,
         )
         return STOP
-    return NextStep(retry_in=plan.delay)
+    return NextStep(retry_in=plan.delay, status=changes["status"])
 
 
 def _retry_plan(
@@ -249,9 +258,10 @@ def _send_changes(
     }
 
 
-def defer(send_id: int, admission: gate.Admission, now: datetime.datetime) -> NextStep:
-    """The gate said not now: put the send off, or give up when its deadline would pass."""
-    send = Send.objects.select_related("order").get(pk=send_id)
+def defer(send: Send, admission: gate.Admission, now: datetime.datetime) -> NextStep:
+    """The gate said not now: put the send off, or give up when its deadline would pass.
+
+    A deferral starts the send's deadline when no claim has yet (see `claim`)."""
     give_up = retry_policy.give_up_reason(
         retry_policy.policy_for(send),
         attempts_made=send.attempts_in_budget,
@@ -264,7 +274,8 @@ def defer(send_id: int, admission: gate.Admission, now: datetime.datetime) -> Ne
         _fail_unsent(send, f"{admission.reason}; {give_up}", now)
         return STOP
     wait = retry_policy.spread_later(admission.wait_seconds)
-    Send.objects.filter(pk=send_id, status=Send.Status.PENDING).update(
+    Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
+        started_at=Coalesce(F("started_at"), now),
         deferrals=F("deferrals") + 1,
         next_attempt_at=now + datetime.timedelta(seconds=wait),
         error=f"deferred: {admission.reason}",
@@ -357,7 +368,12 @@ def _log_attempt(call: CallMade, plan: retry_policy.RetryPlan) -> None:
     )
 
 
-def summary(send_id: int) -> dict[str, Any]:
-    """What a send task returns: enough for the chord's results, the database has the rest."""
-    send = Send.objects.get(pk=send_id)
-    return {"send": send.pk, "operation": send.operation, "status": send.status}
+def summary(send_id: int, step: NextStep) -> dict[str, Any]:
+    """What a send task returns: enough for the chord's results, the database has the rest.
+
+    The status this delivery left the send in when it knows it, without a query; read
+    from the row only when it does not (a delivery that did nothing)."""
+    status = step.status
+    if not status:
+        status = Send.objects.values_list("status", flat=True).get(pk=send_id)
+    return {"send": send_id, "status": status}

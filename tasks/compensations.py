@@ -11,7 +11,8 @@ from .options import ORDER_TASK_OPTIONS
 from .sends import run_send
 
 
-@shared_task(name="tasks.compensations.compensate", **ORDER_TASK_OPTIONS)
+# Nothing reads a compensation's result (its send row is the outcome): none is stored.
+@shared_task(name="tasks.compensations.compensate", ignore_result=True, **ORDER_TASK_OPTIONS)
 def compensate(self: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
     """Same path as a header send; whichever compensation finishes last closes the order."""
     summary = run_send(self, send_id, kept_answer)

@@ -30,7 +30,7 @@ def run_send(task: Task, send_id: int, kept_answer: dict[str, Any] | None = None
             kwargs={"kept_answer": step.kept_answer} if step.kept_answer else {},
             countdown=min(step.retry_in, settings.DUALSEND_MAX_COUNTDOWN_SECONDS),
         )
-    return sending.summary(send_id)
+    return sending.summary(send_id, step)
 
 
 @shared_task(name="tasks.sends.send_inventory", **ORDER_TASK_OPTIONS)

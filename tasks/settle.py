@@ -15,7 +15,8 @@ logger = get_task_logger(__name__)
 MAX_RECHECKS = 150
 
 
-@shared_task(name="tasks.settle.settle_order", **ORDER_TASK_OPTIONS)
+# Nothing reads a settle's result (the order row is the outcome): none is stored.
+@shared_task(name="tasks.settle.settle_order", ignore_result=True, **ORDER_TASK_OPTIONS)
 def settle_order(self: Task, header_results: list, order_id: str) -> str:
     """`header_results` are the sends' summaries; the database is what counts."""
     result = orders.settle(order_id)

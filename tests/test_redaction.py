@@ -33,7 +33,7 @@ def order(db):
 def stored_attempt(send):
     """Claim the send, make one call (answered by `responses`), record it: the Attempt."""
     assert sending.claim(send, timezone.now())
-    call = sending.attempt(send.pk)
+    call = sending.attempt(send)
     sending.record_attempt(call)
     return Attempt.objects.get(send=send, number=call.attempt_number)
 

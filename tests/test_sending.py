@@ -86,3 +86,34 @@ def test_a_kept_answer_is_recorded_without_calling_again(charge):
     send.refresh_from_db()
     assert (send.status, send.remote_id, send.attempts) == (Send.Status.SUCCEEDED, "ch_9", 1)
     assert send.attempt_rows.count() == 1
+
+
+def test_a_delivery_that_read_the_send_before_another_claimed_it_cannot_claim(charge):
+    """Two deliveries read the send at attempt 0; one claims, its lease runs out. The
+    other's claim would count attempt 1 again: the attempt count it read is its fence."""
+    stale = Send.objects.select_related("order").get(pk=charge.pk)
+    assert sending.claim(charge, timezone.now())
+    expire_lease(charge)
+
+    assert not sending.claim(stale, timezone.now())
+    charge.refresh_from_db()
+    assert (charge.status, charge.attempts) == (Send.Status.IN_FLIGHT, 1)
+
+
+def test_the_claim_starts_the_deadline_once_and_updates_the_send_it_was_given(charge):
+    """The first claim sets started_at; a later one keeps it. The in-memory send matches
+    its row, so the call that follows needs no second read."""
+    first = timezone.now()
+    assert sending.claim(charge, first)
+    assert (charge.status, charge.attempts, charge.started_at) == (Send.Status.IN_FLIGHT, 1, first)
+    expire_lease(charge)
+    charge.refresh_from_db()
+
+    assert sending.claim(charge, first + datetime.timedelta(seconds=5))
+
+    row = Send.objects.get(pk=charge.pk)
+    assert (row.attempts, row.started_at, row.lease_expires_at) == (
+        2,
+        first,
+        charge.lease_expires_at,
+    )

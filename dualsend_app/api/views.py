@@ -20,6 +20,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from dualsend_app import order_events
 from dualsend_app.models import Order
 
 from . import auth, client_limits, errors, idempotency, validation
@@ -29,12 +30,6 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# ?wait=N looks at the order (one primary-key read) often at first, when an order is
-# most likely to settle (the slower partner call, a few hundred ms), then less and less:
-# at a fixed 0.2 s a caller saw its order p50 180 ms after it settled (manage.py bench).
-WAIT_FIRST_POLL_SECONDS = 0.02
-WAIT_POLL_GROWTH = 1.25
-WAIT_MAX_POLL_SECONDS = 0.25
 
 
 def request_id_of(request: HttpRequest) -> str:
@@ -163,10 +158,11 @@ def _load(pk: uuid.UUID, client: str) -> Order | None:
 
 
 def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
-    """Poll the order's status until it is final or `seconds` passed; the order then.
+    """Wait until the order is final or `seconds` passed; the order then.
 
-    Each poll is its own autocommit query, so it sees what other processes committed
-    since the last one (no transaction is held open across the wait).
+    Woken by settle's message (`order_events`), with a slow poll in case it is lost.
+    Each look is its own autocommit query, so it sees what other processes committed
+    (no transaction is held open across the wait), and no connection is held between.
     """
     if connection.in_atomic_block:
         logger.warning(
@@ -175,17 +171,22 @@ def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
             request_id,
         )
     deadline = time.monotonic() + seconds
-    status = order.status
-    interval = WAIT_FIRST_POLL_SECONDS
-    while status not in Order.FINAL_STATUSES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        if not connection.in_atomic_block:
-            connection.close()  # back to the pool while we sleep: a wait holds no connection
-        time.sleep(min(interval, remaining))
-        interval = min(interval * WAIT_POLL_GROWTH, WAIT_MAX_POLL_SECONDS)
-        status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
-        if status is None:  # deleted while we waited
-            raise errors.not_found()
+    with order_events.listening(order.pk) as listener:
+        # Subscribed: look once more, the order may have settled before we listened.
+        status = _current_status(order.pk)
+        while status not in Order.FINAL_STATUSES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if not connection.in_atomic_block:
+                connection.close()  # back to the pool while we wait
+            listener.wait(remaining)
+            status = _current_status(order.pk)
     return _load(order.pk, order.client) or order
+
+
+def _current_status(pk: uuid.UUID) -> str:
+    status = Order.objects.filter(pk=pk).values_list("status", flat=True).first()
+    if status is None:  # deleted while we waited
+        raise errors.not_found()
+    return status

@@ -1,0 +1,146 @@
+"""GET /api/orders/<id>?wait=N woken by settle's message, not by polling.
+
+Settle publishes on Redis once the order's final status has committed (`order_events`);
+the waiting request wakes then. The slow poll is set far beyond each test's wait, so an
+order is seen final within the wait only if the message woke the request; the tests
+that take the message away (lost, Redis down) show the poll still gets there.
+"""
+
+import threading
+import time
+
+import pytest
+from django.db import connections
+from django.test import Client
+
+from devstack import free_port
+from dualsend_app import order_events, orders
+from dualsend_app.models import Order, Send
+from project.api_clients import parse_api_clients
+from tests.factories import create_order
+from tests.helpers import own_redis_keys
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "test-token"
+# Longer than any wait below: only the message can end one early.
+NEVER = 60.0
+
+
+@pytest.fixture(autouse=True)
+def wait_settings(settings, monkeypatch):
+    """The test's client and its own key prefix in the tests' Redis; the slow poll
+    pushed out of reach."""
+    settings.DUALSEND_API_CLIENTS = parse_api_clients(f"shop:{TOKEN}")
+    settings.DUALSEND_CLIENT_RATE_LIMIT = "1000/second"
+    settings.DUALSEND_MAX_WAIT_SECONDS = 30.0
+    monkeypatch.setattr(order_events, "FALLBACK_POLL_SECONDS", NEVER)
+    with own_redis_keys(settings, "wait"):
+        yield settings
+
+
+def dispatched_order():
+    """An order whose two sends both succeeded, waiting for its settle."""
+    order = create_order(client="shop", status=Order.Status.DISPATCHED)
+    order.sends.update(status=Send.Status.SUCCEEDED)
+    return order
+
+
+def settle_in(seconds, order, settle=orders.settle):
+    """Settle the order from another thread after `seconds`, as the worker would."""
+
+    def run():
+        try:
+            time.sleep(seconds)
+            settle(order.pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def get_waiting(order, wait):
+    return Client().get(f"/api/orders/{order.pk}?wait={wait}", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+
+def test_settle_wakes_the_waiting_request():
+    """Settled 0.3 s into a 10 s wait, with no poll due for a minute: only settle's
+    message can have ended the wait with the completed order."""
+    order = dispatched_order()
+    settler = settle_in(0.3, order)
+
+    response = get_waiting(order, wait=10)
+    settler.join()
+
+    assert response.status_code == 200
+    assert response.json()["status"] == Order.Status.COMPLETED
+
+
+def test_a_lost_message_costs_one_slow_poll(monkeypatch):
+    """Settle's message never sent: the slow poll still finds the order final."""
+    monkeypatch.setattr(order_events, "FALLBACK_POLL_SECONDS", 0.5)
+    monkeypatch.setattr(orders.order_events, "publish_final", lambda order_id: None)
+    order = dispatched_order()
+    settler = settle_in(0.2, order)
+
+    response = get_waiting(order, wait=10)
+    settler.join()
+
+    assert response.json()["status"] == Order.Status.COMPLETED
+
+
+def test_with_redis_down_the_wait_polls_and_still_sees_the_order_settle(settings):
+    """Nobody listening on REDIS_URL: no subscription, no message; the wait polls."""
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    order = dispatched_order()
+    settler = settle_in(0.3, order)
+
+    response = get_waiting(order, wait=10)
+    settler.join()
+
+    assert response.status_code == 200
+    assert response.json()["status"] == Order.Status.COMPLETED
+
+
+def test_an_order_settled_before_the_wait_subscribed_is_seen_at_once(monkeypatch):
+    """The order settles between the view's first read and its subscription: the look
+    after subscribing sees it, though its message went to nobody."""
+    order = dispatched_order()
+    listening = order_events.listening
+
+    def settle_then_listen(order_id):
+        orders.settle(order_id)
+        return listening(order_id)
+
+    monkeypatch.setattr(order_events, "listening", settle_then_listen)
+
+    response = get_waiting(order, wait=10)
+
+    assert response.json()["status"] == Order.Status.COMPLETED
+
+
+def test_settle_publishes_only_after_its_transaction_commits(monkeypatch):
+    """A waiter woken by the message must find the order final: the message goes out
+    on commit, never before."""
+    seen = []
+
+    def publish(order_id):
+        # Read as a waiter would: on a connection of its own, outside settle's transaction.
+        def look():
+            try:
+                seen.append(Order.objects.get(pk=order_id).status)
+            finally:
+                connections.close_all()
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join()
+
+    monkeypatch.setattr(orders.order_events, "publish_final", publish)
+    order = dispatched_order()
+
+    orders.settle(order.pk)
+
+    assert seen == [Order.Status.COMPLETED]
