@@ -14,16 +14,14 @@ import uuid
 from datetime import datetime
 
 import pytest
-import redis
 from django.db import IntegrityError, connections
 from django.test import Client, RequestFactory
 
 from dualsend_app.api import views
 from dualsend_app.models import Order, Send
 from project.api_clients import parse_api_clients
-from tests import environment
 from tests.factories import create_send
-from tests.helpers import order_body
+from tests.helpers import ORDER_FIELDS, order_body, own_redis_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,18 +31,6 @@ ORDERS_URL = "/api/orders"
 VALID = order_body()
 # What every answer shows of VALID: its payment source masked, its last 4 characters only.
 SHOWN = VALID | {"payment_source": "••••visa"}
-ORDER_FIELDS = {
-    "id",
-    "status",
-    "status_reason",
-    "correlation_id",
-    "created_at",
-    "dispatched_at",
-    "settled_at",
-    "payload",
-    "url",
-    "sends",
-}
 SEND_FIELDS = {
     "operation",
     "status",
@@ -67,20 +53,13 @@ SEND_FIELDS = {
 def api_settings(settings):
     """Two known tokens and the default limits, whatever the environment says; the
     clients' rate limits in Redis keys of this test's own, removed afterwards."""
-    prefix = f"test-api-{uuid.uuid4().hex[:12]}"
     settings.DUALSEND_API_CLIENTS = parse_api_clients(f"{TOKEN},{OTHER_TOKEN}")
     settings.DUALSEND_MAX_BODY_BYTES = 64 * 1024
     settings.DUALSEND_MAX_WAIT_SECONDS = 30.0
     settings.DUALSEND_MAX_WAITERS = 8
     settings.DUALSEND_CLIENT_RATE_LIMIT = "50/second"
-    settings.REDIS_URL = environment.REDIS_URL
-    settings.DUALSEND_RESILIENCE_KEY_PREFIX = prefix
-    yield settings
-    client = redis.Redis.from_url(environment.REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with own_redis_keys(settings, "api"):
+        yield settings
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
-import redis
 from django.db import connections
 from django.test import Client
 
@@ -24,7 +22,7 @@ from dualsend_app.api import client_limits
 from dualsend_app.models import Order
 from project.api_clients import parse_api_clients
 from tests import environment
-from tests.helpers import order_body, wait_until
+from tests.helpers import order_body, own_redis_keys, wait_until
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,19 +35,12 @@ RATE = "3/minute"  # a minute: nothing leaves the window while a test runs
 @pytest.fixture(autouse=True)
 def limit_settings(settings):
     """Two named clients, a tiny rate, Redis keys of this test's own."""
-    prefix = f"test-client-limits-{uuid.uuid4().hex[:12]}"
     settings.DUALSEND_API_CLIENTS = parse_api_clients(f"shop:{TOKEN},other:{OTHER_TOKEN}")
     settings.DUALSEND_CLIENT_RATE_LIMIT = RATE
     settings.DUALSEND_MAX_WAITERS = 8
     settings.DUALSEND_MAX_WAIT_SECONDS = 30.0
-    settings.REDIS_URL = environment.REDIS_URL
-    settings.DUALSEND_RESILIENCE_KEY_PREFIX = prefix
-    yield settings
-    client = redis.Redis.from_url(environment.REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with own_redis_keys(settings, "client-limits"):
+        yield settings
 
 
 @pytest.fixture(autouse=True)

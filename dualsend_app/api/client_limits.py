@@ -40,24 +40,26 @@ _warning_lock = threading.Lock()
 _last_warning = {"at": -math.inf}
 
 
-def check_rate(client_id: str) -> None:
-    """Count one request of `client_id`; ApiError 429 with Retry-After when over its rate."""
+def check_rate(client_id: str, *, cost: int = 1, counted_as: str = "") -> None:
+    """Count `cost` requests of `client_id`; ApiError 429 with Retry-After when over its
+    rate (`counted_as` says why the request cost more than one, for the message)."""
     item = parse_rate(settings.DUALSEND_CLIENT_RATE_LIMIT)
     try:
         limiter = _limiter()
-        if limiter.hit(item, client_id):
+        if limiter.hit(item, client_id, cost=cost):
             return
         reset_at = limiter.get_window_stats(item, client_id).reset_time
     except redis.RedisError as exc:
         _warn_unreachable(exc)
         return
+    # When the oldest hit leaves the window: the earliest a request may fit again.
     retry_after = max(1, math.ceil(reset_at - time.time()))
     logger.info("client=%s over its rate %s", client_id, settings.DUALSEND_CLIENT_RATE_LIMIT)
     raise errors.ApiError(
         429,
         "rate_limited",
-        f"over this client's rate of {settings.DUALSEND_CLIENT_RATE_LIMIT}; retry after "
-        f"{retry_after} s",
+        f"{counted_as}over this client's rate of {settings.DUALSEND_CLIENT_RATE_LIMIT}; "
+        f"retry after {retry_after} s",
         headers={"Retry-After": str(retry_after)},
     )
 

@@ -63,7 +63,13 @@ def fingerprint(payload: dict[str, Any]) -> str:
 def create_or_replay(
     *, client: str, key: str, payload: dict[str, Any], correlation_id: str
 ) -> tuple[IntakeResult, Order]:
-    """(IntakeResult, order) for a validated request; ApiError 422 or 409 as in the table above."""
+    """(IntakeResult, order) for a validated request; ApiError 422 or 409 as in the table above.
+
+    Works as well inside a caller's transaction (POST /api/orders/batch creates all its
+    orders in one): `orders.create_order`'s block is then a savepoint of it, so a lost race
+    or a lock wait past the timeout undoes only this order's rows, the caller's
+    transaction goes on, and the order is dispatched once the caller commits.
+    """
     request_fingerprint = fingerprint(payload)
     if key:
         existing = _find(client, key)

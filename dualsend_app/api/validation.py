@@ -185,3 +185,44 @@ def parse_wait(raw: str | None, *, cap: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise errors.invalid_fields({"wait": WAIT_MESSAGE})
     return min(seconds, cap)
+
+
+# --- POST /api/orders/batch: the envelope around the orders ------------------------------
+
+MAX_BATCH_ORDERS = 100
+BATCH_FIELDS = ("orders",)
+BATCH_ORDERS_MESSAGE = f"must be a list of 1 to {MAX_BATCH_ORDERS} orders"
+
+
+def validate_batch(document: dict[str, Any]) -> list[Any]:
+    """The `orders` list of a batch body; ApiError 422 naming what is wrong with it.
+
+    Only the envelope is checked here: `orders` present, a list, 1 to MAX_BATCH_ORDERS
+    long, and no other top-level field. Each order is checked on its own by the caller
+    (`validate_order`), and answered on its own.
+    """
+    problems = {name: UNKNOWN for name in document if name not in BATCH_FIELDS}
+    orders = document.get("orders")
+    if "orders" not in document:
+        problems["orders"] = f"{REQUIRED}: {BATCH_ORDERS_MESSAGE}"
+    elif not isinstance(orders, list):
+        problems["orders"] = f"is a JSON {_json_type(orders)}; {BATCH_ORDERS_MESSAGE}"
+    elif not orders:
+        problems["orders"] = f"is empty; {BATCH_ORDERS_MESSAGE}"
+    elif len(orders) > MAX_BATCH_ORDERS:
+        problems["orders"] = f"holds {len(orders)} orders; {BATCH_ORDERS_MESSAGE}"
+    if problems:
+        raise errors.invalid_fields(problems)
+    return orders
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "object"
