@@ -57,9 +57,7 @@ if not DEBUG:
     # Browsers then refuse plain HTTP to this host for that long: start at an hour, raise it
     # to a year (31536000) once HTTPS is proven here.
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
-        "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True
-    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
 
 INSTALLED_APPS = [
@@ -228,6 +226,9 @@ if DUALSEND_MAX_WAITERS < 0:
 
 # A request body is a list of at most 100 items: 64 KiB is generous and bounds memory.
 DUALSEND_MAX_BODY_BYTES = env.int("DUALSEND_MAX_BODY_BYTES", default=64 * 1024)
+# POST /api/orders/batch carries up to 100 orders: 2 MiB holds 100 orders of 100 items
+# each with the longest fields, pretty-printed (about 1.4 MB), and still bounds memory.
+DUALSEND_BATCH_MAX_BODY_BYTES = env.int("DUALSEND_BATCH_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 # GET /api/orders/<id>?wait=N holds a web thread; never longer than this.
 DUALSEND_MAX_WAIT_SECONDS = env.float("DUALSEND_MAX_WAIT_SECONDS", default=30.0)
 # A POST whose Idempotency-Key is still being created by another request waits this long
@@ -324,6 +325,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Long I/O tasks: a worker takes one message per free slot, not a batch others could run.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A send spends its time waiting for a partner, not computing: threads, many of them, so a
+# plain `celery -A project worker` serves I/O-bound sends at speed. Celery's own default,
+# prefork with one process per core, ran 2.2 orders/s here (each process held one send
+# for the whole partner call). The GIL caps one process at about one core: run one worker
+# process per core to use them all (README, "Running each process by hand").
+CELERY_WORKER_POOL = env.str("DUALSEND_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("DUALSEND_WORKER_CONCURRENCY", default=32)
 # Not enforced under `--pool threads` (the README's layout): there a task is bounded by
 # its network timeouts (partner calls, database, Redis, broker; see "Every wait is bounded"
 # in the README). Under prefork they are the backstop.

@@ -62,9 +62,10 @@ class Worker:
         self,
         env: Mapping[str, str],
         queues: str = "api.inventory,api.payment,default",
-        concurrency: int = 8,
+        concurrency: int | None = 8,
         name: str = "w",
     ) -> None:
+        """`concurrency=None`: no --pool or --concurrency, the settings' defaults apply."""
         self.env = env
         self.queues = queues
         self.concurrency = concurrency
@@ -75,11 +76,13 @@ class Worker:
         """Start the worker and return once it answers a ping."""
         from project.celery import app
 
+        pool = []
+        if self.concurrency is not None:
+            pool = ["--pool", "threads", "--concurrency", str(self.concurrency)]
         self.process = start_process(
             f"worker-{self.name.split('-')[0]}",
-            [sys.executable, "-m", "celery", "-A", "project", "worker",
-             "-Q", self.queues, "--pool", "threads", "--concurrency", str(self.concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", self.queues,
+             *pool, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
              "-n", f"{self.name}@%h"],
             self.env,
         )  # fmt: skip
