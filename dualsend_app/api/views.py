@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -136,7 +137,8 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
         pk = uuid.UUID(order_id)
     except ValueError:
         raise errors.not_found() from None
-    order = _load(pk, client)
+    # The sends are read once, with the order as it is answered: not before a wait.
+    order = Order.objects.filter(pk=pk, client=client).first()
     if order is None:
         raise errors.not_found()
     if wait > 0 and not order.is_final:
@@ -149,6 +151,7 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
                     order.pk,
                     request.request_id,
                 )
+    prefetch_related_objects([order], "sends")  # nothing to do when the wait read them
     return JsonResponse(order_to_dict(order))
 
 
