@@ -1,10 +1,14 @@
-"""``manage.py bench``: how long an order takes, and how many settle a second.
+"""``manage.py bench``: dualsend against a bare Celery chord and the sequential calls.
 
-The demo's stack (`devstack.demo`) with fixed, fault-free partner latencies, so the
-figures can be read against the promise: an order takes the slower of its two calls,
-not their sum, and more workers settle more orders a second.
-
-* `stack.py`: the demo's `Stack`, fault-free, with its own database and worker size;
-* `traffic.py`: the client side, one order at a time or many at once, timed;
-* `figures.py`: percentiles, where an order's time goes, the tables and the verdict.
+* `layout.py`: the README's worker command lines, the one place the bench builds them;
+* `stack.py`: the chaos run's stack (own Redis and PostgreSQL, production layout) with
+  fault-free partners of constant latency, and the bare chord's workers beside it;
+* `bare_chord.py`: the bare Celery chord, the yardstick (its workers import only it);
+* `systems.py`: the three systems, each driven one order at a time and in a burst;
+* `load.py`: one at a time, and a steady open-loop rate;
+* `measure.py`: CPU by process kind, peak memory, database connections;
+* `run.py`: the phases in order, each one measured; the records counted;
+* `results.py`: what was measured, the arithmetic, the targets;
+* `table.py`, `figures.py`: the printed tables (figures: where dualsend's time goes);
+* `traffic.py`: dualsend's HTTP client, one timed round trip per order.
 """

@@ -7,18 +7,19 @@ and recorded, settled) come back in the GET's body.
 
 The demo's `ApiClient` places the orders (same Idempotency-Key on a resend), the demo's
 payloads fill them; every order is a normal one, which both partners accept.
+`records_written` reads the GET's body: the order completed, both sends succeeded, each
+with its attempt, its partner's id and its timestamps.
 """
 
-import random
-import threading
+import datetime
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
-from devstack.traffic import client as traffic
-from devstack.traffic.client import ApiClient, DemoOrder, Kind, Rng
+from devstack.traffic.client import ApiClient, DemoOrder
+from dualsend_app.models import Order, Send
 
 SETTLE_WAIT_SECONDS = 10
 RETRY_SECONDS = 0.2
@@ -39,20 +40,6 @@ class BenchOrder(DemoOrder):
         if self.posted_at is None or self.answered_at is None:
             return None
         return (self.answered_at - self.posted_at) * 1000
-
-
-def new_orders(count: int, run_id: str, phase: str, rng: Rng = random) -> list[BenchOrder]:
-    return [
-        BenchOrder(
-            number=number,
-            kind=Kind.NORMAL,
-            payload=traffic.order_payload(Kind.NORMAL, rng),
-            idempotency_key=f"{run_id}-{phase}-{number}",
-            request_id=f"{run_id}-{phase}-{number}",
-            phase=phase,
-        )
-        for number in range(1, count + 1)
-    ]
 
 
 class BenchClient(ApiClient):
@@ -90,46 +77,24 @@ class BenchClient(ApiClient):
         return order
 
 
-def one_at_a_time(
-    client: BenchClient,
-    orders: list[BenchOrder],
-    *,
-    deadline: float,
-    advance: Callable[[], None] | None = None,
-) -> list[BenchOrder]:
-    """Each order's round trip, the next one only once the last has settled."""
-    for order in orders:
-        client.round_trip(order, deadline)
-        if advance:
-            advance()
-    return orders
+def records_written(body: dict[str, Any] | None) -> bool:
+    """The order completed, with both sends' records as a completed order must have them."""
+    if not body or body.get("status") != Order.Status.COMPLETED or not body.get("settled_at"):
+        return False
+    sends = {send.get("operation"): send for send in body.get("sends", [])}
+    return all(
+        (send := sends.get(operation))
+        and send.get("status") == Send.Status.SUCCEEDED
+        and (send.get("attempts") or 0) >= 1
+        and send.get("remote_id")
+        and send.get("first_attempt_at")
+        and send.get("finished_at")
+        for operation in Send.HEADER_OPERATIONS
+    )
 
 
-def all_at_once(
-    client: BenchClient,
-    orders: list[BenchOrder],
-    *,
-    concurrency: int,
-    deadline: float,
-    advance: Callable[[], None] | None = None,
-) -> list[BenchOrder]:
-    """`concurrency` client threads, each placing its next order as soon as it has one
-    settled: the load stays at `concurrency` orders in flight until the last ones."""
-    pending = iter(orders)
-    lock = threading.Lock()
-
-    def next_order() -> BenchOrder | None:
-        with lock:
-            return next(pending, None)
-
-    def client_thread() -> None:
-        while (order := next_order()) is not None:
-            client.round_trip(order, deadline)
-            if advance:
-                advance()
-
-    with traffic.client_pool(client, concurrency, "bench-client") as pool:
-        futures = [pool.submit(client_thread) for _ in range(concurrency)]
-        for future in futures:
-            future.result()
-    return orders
+def settled_wall(body: dict[str, Any] | None) -> float | None:
+    """The order's settled_at as seconds since the epoch (the server's clock)."""
+    if not body or not body.get("settled_at"):
+        return None
+    return datetime.datetime.fromisoformat(body["settled_at"]).timestamp()

@@ -12,14 +12,13 @@ connection and answers "not known now"; the next one connects again.
 """
 
 import contextlib
-import os
 import random
 import runpy
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 
 from devstack.simulators.control import SimulatorControl
+from devstack.stack.processes import only_environment
 from devstack.stack.services import Faults
 from dualsend_app.models import Order
 
@@ -304,7 +304,7 @@ def _read(query: Callable[[], T], unknown: T) -> T:
 def levers(environment: Mapping[str, str]) -> str:
     """The recovery levers as a child with `environment` reads them (project/settings.py
     run once more with exactly that environment)."""
-    with _only_environment(environment):
+    with only_environment(environment):
         values = runpy.run_path(str(settings.BASE_DIR / "project" / "settings.py"))
     partner = values["DUALSEND_PARTNERS"]["inventory"]
     parts = [f"{label} {values[name]:g} s" for label, name in LEVERS]
@@ -313,15 +313,3 @@ def levers(environment: Mapping[str, str]) -> str:
         "(an in-flight lease is timeouts + margin)"
     )
     return ", ".join(parts)
-
-
-@contextlib.contextmanager
-def _only_environment(environment: Mapping[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(environment)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)

@@ -222,3 +222,17 @@ def clean_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
         for name, value in environ.items()
         if not name.startswith(PROJECT_VARIABLE_PREFIXES)
     }
+
+
+@contextlib.contextmanager
+def only_environment(environment: Mapping[str, str]) -> Iterator[None]:
+    """This process's environment is exactly `environment` for the block (Django and
+    Celery code run here then read what the children will), restored after."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
