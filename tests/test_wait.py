@@ -61,6 +61,15 @@ def settle_in(seconds, order, settle=orders.settle):
     return thread
 
 
+def wait_through_a_settle(after):
+    """GET ?wait=10 on an order that another thread settles `after` seconds in."""
+    order = dispatched_order()
+    settler = settle_in(after, order)
+    response = get_waiting(order, wait=10)
+    settler.join()
+    return response
+
+
 def get_waiting(order, wait):
     return Client().get(f"/api/orders/{order.pk}?wait={wait}", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
@@ -68,11 +77,7 @@ def get_waiting(order, wait):
 def test_settle_wakes_the_waiting_request():
     """Settled 0.3 s into a 10 s wait, with no poll due for a minute: only settle's
     message can have ended the wait with the completed order."""
-    order = dispatched_order()
-    settler = settle_in(0.3, order)
-
-    response = get_waiting(order, wait=10)
-    settler.join()
+    response = wait_through_a_settle(after=0.3)
 
     assert response.status_code == 200
     assert response.json()["status"] == Order.Status.COMPLETED
@@ -82,11 +87,7 @@ def test_a_lost_message_costs_one_slow_poll(monkeypatch):
     """Settle's message never sent: the slow poll still finds the order final."""
     monkeypatch.setattr(order_events, "FALLBACK_POLL_SECONDS", 0.5)
     monkeypatch.setattr(orders.order_events, "publish_final", lambda order_id: None)
-    order = dispatched_order()
-    settler = settle_in(0.2, order)
-
-    response = get_waiting(order, wait=10)
-    settler.join()
+    response = wait_through_a_settle(after=0.2)
 
     assert response.json()["status"] == Order.Status.COMPLETED
 
@@ -94,11 +95,7 @@ def test_a_lost_message_costs_one_slow_poll(monkeypatch):
 def test_with_redis_down_the_wait_polls_and_still_sees_the_order_settle(settings):
     """Nobody listening on REDIS_URL: no subscription, no message; the wait polls."""
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    order = dispatched_order()
-    settler = settle_in(0.3, order)
-
-    response = get_waiting(order, wait=10)
-    settler.join()
+    response = wait_through_a_settle(after=0.3)
 
     assert response.status_code == 200
     assert response.json()["status"] == Order.Status.COMPLETED
