@@ -31,7 +31,6 @@ the whole batch 503 with Retry-After: the transaction is rolled back, nothing is
 written, nothing dispatched; the client sends the same batch again.
 """
 
-import json
 import logging
 import uuid
 from collections import Counter
@@ -197,7 +196,7 @@ def _result(item: BatchItem, current: dict[uuid.UUID, Order]) -> dict[str, Any]:
         result: dict[str, Any] = {
             "index": item.index,
             "status": item.error.status,
-            "error": _error_body(item.error),
+            "error": item.error.body(),
         }
         retry_after = item.error.headers.get("Retry-After")
         if retry_after:
@@ -211,8 +210,3 @@ def _result(item: BatchItem, current: dict[uuid.UUID, Order]) -> dict[str, Any]:
         "location": order.get_absolute_url(),
         "order": order_to_dict(order),
     }
-
-
-def _error_body(error: errors.ApiError) -> dict[str, Any]:
-    """The `error` object exactly as the single call renders it (errors.error_response)."""
-    return json.loads(error.response().content)["error"]

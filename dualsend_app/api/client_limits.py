@@ -1,13 +1,13 @@
 """What one client may take of the API: its request rate, and the web threads ?wait holds.
 
 The rate (`DUALSEND_CLIENT_RATE_LIMIT`, default "50/second") is per client and shared by
-every web process: `limits`' moving window in Redis, keyed by the client's id, as the
-partner rate limiter keeps ours (`resilience/ratelimit.py`). Every authenticated request
-counts, POST and GET alike; a client over its rate gets 429 `rate_limited` with
-`Retry-After` (whole seconds, at least 1: when its oldest request leaves the window), and
-no other client is affected. When Redis does not answer, the request goes ahead (fail
-open, a warning at most every 30 s per process): an outage of the limiter's store must
-not become an outage of the API.
+every web process: `limits`' moving window in Redis, keyed by the client's id (the
+algorithm our pace to the partners uses too, `resilience/ratelimit.py`). Every
+authenticated request counts, POST and GET alike (a batch of n orders counts n); a
+client over its rate gets 429 `rate_limited` with `Retry-After` (whole seconds, at least
+1: when its oldest request leaves the window), and no other client is affected. When
+Redis does not answer, the request goes ahead (fail open, a warning at most every 30 s
+per process): an outage of the limiter's store must not become an outage of the API.
 
 The ?wait holders are counted per process (`DUALSEND_MAX_WAITERS`): past the cap, a GET
 with ?wait is answered at once with the order as it stands, so long polls never take

@@ -9,6 +9,7 @@ down (the database, the broker, Redis) surfaces as an exception of its own drive
 """
 
 from collections.abc import Iterable
+from typing import Any
 
 import kombu.exceptions
 import psycopg.errors
@@ -46,6 +47,10 @@ class ApiError(Exception):
             self.status, self.code, self.message, fields=self.fields, headers=self.headers
         )
 
+    def body(self) -> dict[str, Any]:
+        """The `error` object of the shape above (a batch answers one per order)."""
+        return error_body(self.code, self.message, fields=self.fields)
+
 
 def error_response(
     status: int,
@@ -55,13 +60,17 @@ def error_response(
     fields: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JsonResponse:
-    error = {"code": code, "message": message}
-    if fields:
-        error["fields"] = dict(sorted(fields.items()))
-    response = JsonResponse({"error": error}, status=status)
+    response = JsonResponse({"error": error_body(code, message, fields=fields)}, status=status)
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def error_body(code: str, message: str, *, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = dict(sorted(fields.items()))
+    return error
 
 
 def unauthorized() -> ApiError:

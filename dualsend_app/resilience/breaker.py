@@ -65,7 +65,7 @@ from django.db import DatabaseError, transaction
 from project.partner_settings import BreakerSettings
 
 from ..models import BreakerTransition
-from .redis_client import NOW_MS_LUA, key_prefix, run_script
+from .redis_client import NOW_MS_LUA, as_text, key_prefix, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -335,12 +335,12 @@ def admit_args(partner: str, failed_before: bool) -> list[int]:
 def verdict_of(partner: str, result: list[Any]) -> Verdict:
     """ADMIT_FUNCTION's answer as a Verdict; a transition it made is logged and kept."""
     allowed, state, wait_ms, previous, refusal = result
-    state = _text(state)
+    state = as_text(state)
     if previous:
         config = _breaker_config(partner)
         _record_transition(
             partner,
-            _text(previous),
+            as_text(previous),
             state,
             f"open for {config.open_seconds:g} s: letting "
             f"{config.half_open_probes} probe call(s) through",
@@ -349,7 +349,7 @@ def verdict_of(partner: str, result: list[Any]) -> Verdict:
         allowed=bool(allowed),
         state=state,
         wait_seconds=wait_ms / 1000,
-        refusal=Refusal(_text(refusal)),
+        refusal=Refusal(as_text(refusal)),
     )
 
 
@@ -384,8 +384,8 @@ def record_call(
         ],
     )
     if previous:
-        reason = _reason(_text(why), config, calls=calls, failures=failures, slow=slow_calls)
-        _record_transition(partner, _text(previous), _text(state), reason)
+        reason = _reason(as_text(why), config, calls=calls, failures=failures, slow=slow_calls)
+        _record_transition(partner, as_text(previous), as_text(state), reason)
 
 
 def current_state(partner: str) -> dict[str, Any]:
@@ -394,7 +394,7 @@ def current_state(partner: str) -> dict[str, Any]:
     state, calls, failures, slow, open_until_ms = run_script(
         STATE_SCRIPT, keys=_keys(partner), args=[_milliseconds(config.window)]
     )
-    state = _text(state)
+    state = as_text(state)
     return {
         "state": state,
         "calls": calls,
@@ -431,10 +431,6 @@ def _fresh_first_seconds(config: BreakerSettings) -> float:
 
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _reason(why: str, config: BreakerSettings, *, calls: int, failures: int, slow: int) -> str:

@@ -24,7 +24,7 @@ from ..partners.http import WireAnswer
 from ..partners.outcomes import AnswerOutcome, Decision
 from . import breaker, ratelimit
 from .breaker import CallHealth
-from .redis_client import NOW_MS_LUA, run_script, warn_unreachable
+from .redis_client import NOW_MS_LUA, as_text, run_script, warn_unreachable
 
 PARTNER_ASKED_TO_WAIT = "partner asked to wait"
 RATE_LIMIT = "rate limit"
@@ -38,8 +38,8 @@ MIN_WAIT_SECONDS = 0.01
 # Everything `admit` asks, in one round trip and atomically. KEYS: the partner's pause,
 # our rate's window, the breaker's hash (one hash tag: one Redis Cluster slot). ARGV:
 # limit, window_ms, then the breaker's (`breaker.admit_args`).
-# Returns {allowed (0|1), why ('paused'|'rate'|'breaker'), wait_ms, then the breaker's
-# state, previous state and refusal when it was asked}.
+# Returns {who decided ('paused'|'rate'|'breaker'), then: the pause's or the rate's
+# wait_ms, or the breaker's whole verdict (`breaker.ADMIT_FUNCTION`'s answer)}.
 GATE_SCRIPT = (
     NOW_MS_LUA
     + ratelimit.RATE_FUNCTIONS
@@ -47,19 +47,19 @@ GATE_SCRIPT = (
     + """
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then
-  return {0, 'paused', paused}
+  return {'paused', paused}
 end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rate_wait = rate_wait_ms(KEYS[2], limit, window)
 if rate_wait > 0 then
-  return {0, 'rate', rate_wait}
+  return {'rate', rate_wait}
 end
 local verdict = breaker_admit(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[4]),
                               tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7]))
 if verdict[1] == 1 then
   rate_take(KEYS[2], limit, window)
 end
-return {verdict[1], 'breaker', verdict[3], verdict[2], verdict[4], verdict[5]}
+return {'breaker', unpack(verdict)}
 """
 )
 
@@ -146,7 +146,7 @@ def call_health(decision: Decision) -> CallHealth:
 
 
 def _admit(partner: str, *, failed_before: bool) -> Admission:
-    allowed, why, wait_ms, *breaker_answer = run_script(
+    decided_by, *answer = run_script(
         GATE_SCRIPT,
         keys=[
             ratelimit.pause_key(partner),
@@ -155,14 +155,12 @@ def _admit(partner: str, *, failed_before: bool) -> Admission:
         ],
         args=[*ratelimit.rate_args(partner), *breaker.admit_args(partner, failed_before)],
     )
-    why = why.decode() if isinstance(why, bytes) else why
-    if why == "paused":
-        return _refused(wait_ms / 1000, PARTNER_ASKED_TO_WAIT)
-    if why == "rate":
-        return _refused(max(wait_ms / 1000, ratelimit.MIN_RATE_WAIT_SECONDS), RATE_LIMIT)
-    verdict = breaker.verdict_of(
-        partner, [allowed, breaker_answer[0], wait_ms, *breaker_answer[1:]]
-    )
+    decided_by = as_text(decided_by)
+    if decided_by == "paused":
+        return _refused(answer[0] / 1000, PARTNER_ASKED_TO_WAIT)
+    if decided_by == "rate":
+        return _refused(max(answer[0] / 1000, ratelimit.MIN_RATE_WAIT_SECONDS), RATE_LIMIT)
+    verdict = breaker.verdict_of(partner, answer)
     if not verdict.allowed:
         return _refused(verdict.wait_seconds, _BREAKER_REASONS[verdict.refusal])
     return ADMITTED

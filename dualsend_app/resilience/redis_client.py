@@ -79,6 +79,11 @@ def run_script(source: str, *, keys: Sequence[str], args: Sequence[str | int | f
     return script(keys=keys, args=args)
 
 
+def as_text(value: bytes | str) -> str:
+    """A string a script returned: redis-py gives bytes unless told to decode."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def key_prefix() -> str:
     """Every resilience key starts with this: one Redis can serve several deployments.
 
@@ -105,8 +110,9 @@ def warn_unreachable(what: str, partner: str, exc: Exception) -> None:
 
 
 def moving_window_limiter(key_space: str) -> MovingWindowRateLimiter:
-    """This process's `limits` moving-window limiter for one key space (our pace to the
-    partners, each client's pace to us), on the shared client's connection pool."""
+    """This process's `limits` moving-window limiter for one key space (each client's
+    pace to us; our pace to the partners is the same algorithm inside the gate's one
+    script, `ratelimit.RATE_FUNCTIONS`), on the shared client's connection pool."""
     prefix = f"{key_prefix()}:{key_space}"
     key = (os.getpid(), settings.REDIS_URL, prefix)
     with _limiters_lock:  # not _clients_lock: get_redis() below takes that one
