@@ -167,10 +167,12 @@ def test_the_rate_is_shared_by_every_web_process(client, limit_settings, tmp_pat
     assert post(client, OTHER_TOKEN).status_code == 202
 
 
-def test_with_redis_unreachable_requests_go_ahead_with_one_warning(client, limit_settings, caplog):
+def test_with_redis_unreachable_requests_go_ahead_with_one_warning(
+    client, limit_settings, caplog, monkeypatch
+):
     """Redis down: fail open (202, never 500), and one warning, not one per request."""
     limit_settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    client_limits._last_warning["at"] = float("-inf")
+    monkeypatch.setattr(client_limits.unreachable_warnings, "last", float("-inf"))
     caplog.set_level(logging.WARNING, logger="dualsend_app.api.client_limits")
 
     statuses = [post(client).status_code for _ in range(5)]

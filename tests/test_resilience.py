@@ -760,7 +760,7 @@ def test_remaining_quota_above_slowdown_does_not_pause(small_breaker, configure)
 
 def test_redis_unreachable_fails_open(small_breaker, settings, caplog, monkeypatch):
     """No Redis: calls go ahead, nothing raises, and a warning says why."""
-    monkeypatch.setitem(redis_client._last_warning_at, "monotonic", None)
+    monkeypatch.setattr(redis_client.unreachable_warnings, "last", float("-inf"))
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
     admission = gate.admit(PARTNER)

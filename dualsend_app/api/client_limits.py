@@ -27,7 +27,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from project.partner_settings import parse_rate
 
-from ..resilience.redis_client import moving_window_limiter
+from ..resilience.redis_client import WarningThrottle, moving_window_limiter
 from . import errors
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ logger = logging.getLogger(__name__)
 UNREACHABLE_WARNING_EVERY_SECONDS = 30.0
 KEY_SPACE = "clientlimit"
 
-_warning_lock = threading.Lock()
-_last_warning = {"at": -math.inf}
+unreachable_warnings = WarningThrottle(UNREACHABLE_WARNING_EVERY_SECONDS)
 
 
 def check_rate(client_id: str, *, cost: int = 1, counted_as: str = "") -> None:
@@ -69,11 +68,8 @@ def _limiter() -> MovingWindowRateLimiter:
 
 
 def _warn_unreachable(exc: Exception) -> None:
-    now = time.monotonic()
-    with _warning_lock:
-        if now - _last_warning["at"] < UNREACHABLE_WARNING_EVERY_SECONDS:
-            return
-        _last_warning["at"] = now
+    if not unreachable_warnings.due():
+        return
     logger.warning(
         "client rate limit: Redis unreachable (%s: %s); failing open, requests go ahead "
         "without a per-client limit",

@@ -7,6 +7,7 @@ send path fails open (see `gate.py`) instead of waiting on it.
 """
 
 import logging
+import math
 import os
 import threading
 import time
@@ -44,7 +45,6 @@ _scripts: dict[tuple[int, str, str], Script] = {}
 _limiters: dict[tuple[int, str, str], MovingWindowRateLimiter] = {}
 _limiters_lock = threading.Lock()
 _clients_lock = threading.Lock()
-_last_warning_at: dict[str, float | None] = {"monotonic": None}
 
 
 def get_redis() -> redis.Redis:
@@ -92,13 +92,31 @@ def key_prefix() -> str:
     return getattr(settings, "DUALSEND_RESILIENCE_KEY_PREFIX", "dualsend")
 
 
+class WarningThrottle:
+    """Says a warning is due at most once per `every` seconds, whatever thread asks:
+    during an outage every request or send would log the same line."""
+
+    def __init__(self, every: float = UNREACHABLE_WARNING_EVERY_SECONDS) -> None:
+        self.every = every
+        self.last = -math.inf
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self.last < self.every:
+                return False
+            self.last = now
+            return True
+
+
+unreachable_warnings = WarningThrottle()
+
+
 def warn_unreachable(what: str, partner: str, exc: Exception) -> None:
     """Log that Redis failed us and the call goes ahead, without flooding the log."""
-    now = time.monotonic()
-    last = _last_warning_at["monotonic"]
-    if last is not None and now - last < UNREACHABLE_WARNING_EVERY_SECONDS:
+    if not unreachable_warnings.due():
         return
-    _last_warning_at["monotonic"] = now
     logger.warning(
         "partner=%s %s: Redis unreachable (%s: %s); failing open, the call goes ahead "
         "without breaker or rate limit",
