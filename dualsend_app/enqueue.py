@@ -28,12 +28,14 @@ SETTLE_TASK = "tasks.settle.settle_order"
 COMPENSATE_TASK = "tasks.compensations.compensate"
 
 
-def dispatch_order(order_id: uuid.UUID | str) -> bool:
-    """chord([reserve, charge], settle); mark the order dispatched once the broker has it."""
-    sends = Send.objects.filter(
-        order_id=order_id, operation__in=Send.HEADER_OPERATIONS
-    ).values_list("pk", "partner")
-    header = [signature(SEND_TASK_BY_PARTNER[partner], args=(pk,)) for pk, partner in sends]
+def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = None) -> bool:
+    """chord([reserve, charge], settle); mark the order dispatched once the broker has it.
+
+    `sends` are the order's header sends when the caller holds them (it just created
+    them); otherwise they are read."""
+    if sends is None:
+        sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
+    header = [signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,)) for send in sends]
     try:
         chord(header)(signature(SETTLE_TASK, args=(str(order_id),)))
     except Exception:

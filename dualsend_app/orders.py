@@ -9,6 +9,7 @@
 Every change is a conditional update: a duplicate settle or compensation changes nothing.
 """
 
+import contextlib
 import json
 import logging
 import uuid
@@ -65,10 +66,12 @@ def create_order(
             correlation_id=correlation_id,
         )
         # One INSERT for both sends (bulk_create skips save(): the partner is set here).
-        Send.objects.bulk_create(
-            _new_send(order, operation) for operation in Send.HEADER_OPERATIONS
+        sends = Send.objects.bulk_create(
+            [_new_send(order, operation) for operation in Send.HEADER_OPERATIONS]
         )
-        transaction.on_commit(lambda: enqueue.dispatch_order(order.pk), robust=True)
+        if any(send.pk is None for send in sends):  # a database that returns no ids
+            sends = None
+        transaction.on_commit(lambda: enqueue.dispatch_order(order.pk, sends=sends), robust=True)
     logger.info("order=%s request_id=%s created", order.pk, correlation_id)
     return order
 
@@ -145,7 +148,10 @@ def _finish(
     compensations, and a refund's body has no source), so nothing needs the token any
     more, and a token kept forever is a token that can leak.
     """
-    with transaction.atomic():
+    # Usually the charge forgot its token when it was answered: then the claim is the
+    # only statement, and needs no transaction around it.
+    tokens = [(send.pk, body) for send in sends if (body := charge_body_without_card_token(send))]
+    with transaction.atomic() if tokens else contextlib.nullcontext():
         won = Order.claim(
             order.pk,
             from_statuses=from_statuses,
@@ -156,7 +162,8 @@ def _finish(
         )
         if not won:
             return SettleResult.ALREADY_SETTLED
-        _forget_charge_source(sends)
+        for send_id, body in tokens:
+            Send.objects.filter(pk=send_id).update(request_body=body)
         transaction.on_commit(lambda: order_events.publish_final(order.pk), robust=True)
     logger.info(
         "order=%s request_id=%s settled status=%s reason=%s",
@@ -172,16 +179,15 @@ def _without_payment_source(payload: dict[str, Any]) -> dict[str, Any]:
     return payload | {"payment_source": ""} if payload.get("payment_source") else payload
 
 
-def _forget_charge_source(sends: Iterable[Send]) -> None:
-    """Blank the card token in the stored request of the order's charge, if it has one."""
-    for send in sends:
-        if send.operation != Send.Operation.PAYMENT_CHARGE or not send.request_body:
-            continue
-        body = json.loads(send.request_body)
-        if body.get("source"):
-            Send.objects.filter(pk=send.pk).update(
-                request_body=canonical_json(body | {"source": ""})
-            )
+def charge_body_without_card_token(send: Send) -> str | None:
+    """A charge's stored request with the card token blanked; None when there is no
+    token to forget (not a charge, or forgotten already)."""
+    if send.operation != Send.Operation.PAYMENT_CHARGE or not send.request_body:
+        return None
+    body = json.loads(send.request_body)
+    if not body.get("source"):
+        return None
+    return canonical_json(body | {"source": ""})
 
 
 def _start_compensation(

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import retry_policy
-from .models import Attempt, Order, Send
+from . import orders, retry_policy, send_rows
+from .models import Send
 from .partners import clients, http
 from .partners.clients import PartnerResult
 from .partners.outcomes import AnswerOutcome
@@ -132,8 +132,7 @@ def claim(send: Send, now: datetime.datetime) -> bool:
     still gets its full time).
     """
     lease_ends = now + datetime.timedelta(seconds=lease_seconds(send))
-    updated = _run_claim(send, now=now, lease_ends=lease_ends)
-    if updated != 1:
+    if not send_rows.claim(send, now=now, lease_ends=lease_ends):
         return False
     send.status = Send.Status.IN_FLIGHT
     send.attempts += 1
@@ -142,44 +141,6 @@ def claim(send: Send, now: datetime.datetime) -> bool:
     send.first_attempt_at = send.first_attempt_at or now
     send.last_attempt_at = now
     return True
-
-
-# The claim as one statement, in SQL: it runs before every partner call, and the ORM
-# spent more CPU compiling this UPDATE (Q objects, EXISTS, COALESCE) than PostgreSQL
-# spent running it (py-spy on the workers during `manage.py bench`). The order must
-# still want the send: an expired order's sends are never called.
-_CLAIM_SQL = """
-UPDATE {send} SET
-    status = %s, attempts = attempts + 1, lease_expires_at = %s,
-    started_at = COALESCE(started_at, %s), first_attempt_at = COALESCE(first_attempt_at, %s),
-    last_attempt_at = %s
-WHERE id = %s AND attempts = %s
-    AND (status = %s OR (status = %s AND lease_expires_at < %s))
-    AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
-    AND EXISTS (SELECT 1 FROM {order} o WHERE o.id = {send}.order_id AND o.status IN ({statuses}))
-"""
-
-
-def _run_claim(send: Send, *, now: datetime.datetime, lease_ends: datetime.datetime) -> int:
-    """Run _CLAIM_SQL for `send`; the number of rows it moved (0 or 1)."""
-    statuses = send.order_statuses_taking_it
-    sql = _CLAIM_SQL.format(
-        send=Send._meta.db_table,
-        order=Order._meta.db_table,
-        statuses=", ".join(["%s"] * len(statuses)),
-    )
-    at = connection.ops.adapt_datetimefield_value
-    in_flight, pending = Send.Status.IN_FLIGHT.value, Send.Status.PENDING.value
-    params = [
-        in_flight, at(lease_ends), at(now), at(now), at(now),
-        send.pk, send.attempts,
-        pending, in_flight, at(now),
-        at(now),
-        *statuses,
-    ]  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
 
 
 def attempt(send: Send) -> CallMade:
@@ -205,21 +166,23 @@ def record_attempt(call: CallMade) -> NextStep:
     now = timezone.now()
     plan = _retry_plan(send, call.result, now)
     changes = _send_changes(call.result, plan, now)
-    with transaction.atomic():
-        Attempt.objects.create(
-            send=send,
-            number=call.attempt_number,
-            started_at=call.started_at,
-            duration_ms=answer.duration_ms,
-            status_code=answer.status_code,
-            error=_attempt_error(answer),
-            outcome=decision.outcome,
-            will_retry=plan.retries,
-            retry_in_seconds=plan.delay,
-        )
-        still_ours = Send.objects.filter(
-            pk=send.pk, status=Send.Status.IN_FLIGHT, attempts=call.attempt_number
-        ).update(**changes)
+    if changes["status"] in Send.FINAL_STATUSES:
+        changes |= _forget_card_token(send)
+    still_ours = send_rows.record(
+        send.pk,
+        call.attempt_number,
+        changes,
+        attempt={
+            "number": call.attempt_number,
+            "started_at": call.started_at,
+            "duration_ms": answer.duration_ms,
+            "status_code": answer.status_code,
+            "error": _attempt_error(answer),
+            "outcome": decision.outcome,
+            "will_retry": plan.retries,
+            "retry_in_seconds": plan.delay,
+        },
+    )
     _log_attempt(call, plan)
     if not still_ours:
         logger.warning(
@@ -229,6 +192,13 @@ def record_attempt(call: CallMade) -> NextStep:
         )
         return STOP
     return NextStep(retry_in=plan.delay, status=changes["status"])
+
+
+def _forget_card_token(send: Send) -> dict[str, Any]:
+    """A charge that got its final answer will never be sent again: its card token goes
+    in the same statement, rather than waiting for the order to settle."""
+    body = orders.charge_body_without_card_token(send)
+    return {} if body is None else {"request_body": body}
 
 
 def _retry_plan(

@@ -68,7 +68,7 @@ def dispatched(monkeypatch):
     calls = []
     lock = threading.Lock()
 
-    def fake_dispatch_order(order_id):
+    def fake_dispatch_order(order_id, sends=None):
         with lock:
             calls.append(str(order_id))
         return True

@@ -50,7 +50,8 @@ def dispatched(request, monkeypatch):
     calls = []
     if request.node.get_closest_marker("integration") is None:
         monkeypatch.setattr(
-            "dualsend_app.enqueue.dispatch_order", lambda order_id: calls.append(str(order_id))
+            "dualsend_app.enqueue.dispatch_order",
+            lambda order_id, sends=None: calls.append(str(order_id)),
         )
     return calls
 

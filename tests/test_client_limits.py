@@ -48,7 +48,7 @@ def dispatched(monkeypatch):
     """Nothing goes to a broker: the order ids `dispatch_order` would have sent."""
     calls = []
 
-    def fake_dispatch_order(order_id):
+    def fake_dispatch_order(order_id, sends=None):
         calls.append(str(order_id))
         return True
 

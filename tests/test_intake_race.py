@@ -38,7 +38,9 @@ def postgresql_only():
 def dispatched(monkeypatch):
     """The order ids handed to the broker on commit, instead of a broker."""
     calls = []
-    monkeypatch.setattr("dualsend_app.enqueue.dispatch_order", calls.append)
+    monkeypatch.setattr(
+        "dualsend_app.enqueue.dispatch_order", lambda order_id, sends=None: calls.append(order_id)
+    )
     return calls
 
 

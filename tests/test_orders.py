@@ -16,7 +16,9 @@ def no_broker(monkeypatch):
     """Nothing is published here: record what would have been."""
     published = []
     monkeypatch.setattr(orders.enqueue, "enqueue_compensations", published.extend)
-    monkeypatch.setattr(orders.enqueue, "dispatch_order", published.append)
+    monkeypatch.setattr(
+        orders.enqueue, "dispatch_order", lambda order_id, sends=None: published.append(order_id)
+    )
     return published
 
 

@@ -117,3 +117,32 @@ def test_the_claim_starts_the_deadline_once_and_updates_the_send_it_was_given(ch
         first,
         charge.lease_expires_at,
     )
+
+
+def test_a_charge_answered_for_good_forgets_its_card_token_in_the_same_write(charge):
+    """A charge that succeeded or was declined is never sent again: its stored request
+    loses the token as the answer is recorded, not only once the order settles."""
+    assert '"source":"tok_visa"' in charge.request_body
+    sending.claim(charge, timezone.now())
+
+    step = sending.record_attempt(made(charge, answered(charge, 402), attempt_number=1))
+
+    assert step.status == Send.Status.FAILED
+    charge.refresh_from_db()
+    assert "tok_visa" not in charge.request_body
+    assert '"source":""' in charge.request_body
+    assert charge.attempt_rows.get().status_code == 402
+
+
+def test_a_charge_that_will_be_retried_keeps_its_exact_bytes(charge):
+    """A retry must send byte-identical requests (the partner's idempotency compares
+    bodies): a transient answer leaves the stored request as it was."""
+    before = charge.request_body
+    sending.claim(charge, timezone.now())
+
+    step = sending.record_attempt(made(charge, answered(charge, 503), attempt_number=1))
+
+    assert step.should_retry
+    charge.refresh_from_db()
+    assert charge.request_body == before
+    assert (charge.status, charge.attempt_rows.get().will_retry) == (Send.Status.PENDING, True)

@@ -76,7 +76,9 @@ def in_a_thread(call):
 def dispatched(monkeypatch):
     """What would have been handed to the broker on commit: nothing leaves the process."""
     calls = []
-    monkeypatch.setattr("dualsend_app.enqueue.dispatch_order", lambda order_id: calls.append(1))
+    monkeypatch.setattr(
+        "dualsend_app.enqueue.dispatch_order", lambda order_id, sends=None: calls.append(1)
+    )
     return calls
 
 

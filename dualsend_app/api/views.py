@@ -183,7 +183,8 @@ def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
                 break
             if not connection.in_atomic_block:
                 connection.close()  # back to the pool while we wait
-            listener.wait(remaining)
+            if listener.wait(remaining):
+                break  # settle's message: the order is final, read once below
             status = _current_status(order.pk)
     return _load(order.pk, order.client) or order
 
