@@ -4,9 +4,12 @@ The order, so that no system runs while another is measured:
 
 1. warm-up: a few orders one at a time per system, not measured;
 2. one at a time: `orders` round trips per system;
-3. bursts: for each level, `level` orders per system, handed over at once;
+3. bursts: for each level, `level` orders per system, handed over at once; then
+   dualsend's again, handed over through its batch intake, 100 orders a request
+   (`batch_burst_phase`: only dualsend has an intake to batch);
 4. half rate: `paced_orders` orders per system at half the rate that system sustained
-   in the largest burst (each at half its own: all judged at the same load factor).
+   in the largest burst (each at half its own: all judged at the same load factor;
+   dualsend's, the single-POST burst's rate, as its half-rate orders are single POSTs).
 
 Around each measured phase: a short pause (the last phase's tail is not this one's
 cost), then CPU snapshots of every process before and after, and the sampler's peaks
@@ -21,7 +24,15 @@ from django.db import connections
 
 from . import load
 from .measure import Processes, Sampler, cpu_snapshot, cpu_used
-from .results import HALF_RATE, ONE_AT_A_TIME, Column, PhaseResult, Sample, burst_phase
+from .results import (
+    HALF_RATE,
+    ONE_AT_A_TIME,
+    Column,
+    PhaseResult,
+    Sample,
+    batch_burst_phase,
+    burst_phase,
+)
 from .systems import Dualsend, System
 
 WARMUP = "warmup"
@@ -79,11 +90,19 @@ class BenchRun:
                 self._measure(
                     system, phase, lambda s=system, n=level, p=phase: s.burst(n, p, plan.deadline)
                 )
+                if isinstance(system, Dualsend):
+                    batch = batch_burst_phase(level)
+                    self._measure(
+                        system,
+                        batch,
+                        lambda s=system, n=level, p=batch: s.batch_burst(n, p, plan.deadline),
+                    )
         for system in self.systems:
             self._half_rate(system)
         return self.columns
 
     def _half_rate(self, system: System) -> None:
+        # The single-POST burst's rate: the half-rate orders are round trips, one POST each.
         sustained = self.columns[system.key].rate(self.plan.top_level)
         if not sustained:
             self.skipped.append(f"{system.key} {HALF_RATE}: no sustained rate")
@@ -136,7 +155,7 @@ def _phase_line(result: PhaseResult) -> str:
     if p50 is not None:
         parts.append(f"p50 {p50:.0f} ms")
     mark = "[green]✓[/]" if result.all_completed else "[red]✗[/]"
-    return f"{mark} {result.system:<10} {result.phase:<14} " + ", ".join(parts)
+    return f"{mark} {result.system:<10} {result.phase:<16} " + ", ".join(parts)
 
 
 def count_records(dualsend: Dualsend) -> dict[str, int]:

@@ -20,6 +20,7 @@ stopping order) with these differences:
 
 import os
 import runpy
+import secrets
 import shlex
 import socket
 import sys
@@ -164,7 +165,12 @@ class BenchStack(ChaosStack):
         return (
             clean_environment()
             | {
-                "DJANGO_DEBUG": "1",
+                # The README's production settings: DEBUG off (no per-query debug
+                # wrapper), a secret of this run's own; plain HTTP on loopback, as
+                # behind a TLS proxy.
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "DATABASE_URL": self.database_url,
                 "REDIS_URL": self.redis_url,
                 "CELERY_BROKER_URL": self.broker_url,

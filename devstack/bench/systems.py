@@ -14,7 +14,10 @@ The systems:
   counts (a burst: its timestamps say when each was done).
 * `Dualsend`: the real HTTP API, as a client uses it: `POST /api/orders`, then
   `GET /api/orders/<id>?wait`; done is the order final with every record
-  (`traffic.records_written`); in a burst, the order's own `settled_at`.
+  (`traffic.records_written`); in a burst, the order's own `settled_at`. It alone has a
+  second burst, `batch_burst`: the same orders handed over 100 a request through its
+  batch intake (`POST /api/orders/batch`), the client threads each taking a batch, then
+  each accepted order waited for as in `burst`; an order the batch refused is not done.
 """
 
 import gc
@@ -203,6 +206,7 @@ class Dualsend:
         return Sample(ok, started, order.answered_wall, "" if ok else f"status {order.status}")
 
     def burst(self, count: int, phase: str, deadline: float) -> list[Sample]:
+        """`count` orders, one `POST /api/orders` each, from the client threads."""
         orders = self._orders(range(count), phase)
 
         def post(order: traffic.BenchOrder) -> None:
@@ -210,11 +214,34 @@ class Dualsend:
             order.posted_at = time.monotonic()
             self.client.place(order)
 
+        in_threads(self.threads, post, orders)
+        return self._settled(orders, deadline)
+
+    def batch_burst(self, count: int, phase: str, deadline: float) -> list[Sample]:
+        """`count` orders in batches of `traffic.BATCH_SIZE`, one `POST /api/orders/batch`
+        each, the client threads taking the batches in parallel; each order's clock starts
+        when its batch is sent."""
+        orders = self._orders(range(count), phase)
+        size = traffic.BATCH_SIZE
+        batches = [orders[start : start + size] for start in range(0, count, size)]
+
+        def post(batch: list[traffic.BenchOrder]) -> None:
+            sent_wall, sent_at = time.time(), time.monotonic()
+            for order in batch:
+                order.posted_wall, order.posted_at = sent_wall, sent_at
+            self.client.place_batch(batch, request_id=batch[0].request_id)
+
+        in_threads(self.threads, post, batches)
+        return self._settled(orders, deadline)
+
+    def _settled(self, orders: list[traffic.BenchOrder], deadline: float) -> list[Sample]:
+        """Each placed order waited for (GET ?wait until final): its sample ends at its
+        `settled_at`; ok when it completed with every record."""
+
         def wait(order: traffic.BenchOrder) -> None:
             if order.order_id:
                 self.client.wait_until_settled(order, deadline)
 
-        in_threads(self.threads, post, orders)
         in_threads(self.threads, wait, orders)
         return [
             Sample(

@@ -1,12 +1,26 @@
 """The bench's printed tables: the three systems side by side, the targets, the memory of
-each process. Cells only: every figure comes from results.py."""
+each process. Cells only: every figure comes from results.py.
+
+dualsend's bursts with batch intake have rows of their own (", batch intake"): only
+dualsend has a figure there, and its ratio is to the bare chord's burst of that size."""
 
 from collections.abc import Callable, Mapping, Sequence
 
 from rich.table import Table
 
 from .measure import Peaks
-from .results import BARE, DUALSEND, HALF_RATE, KINDS, MIB, SYSTEMS, Column, Target, ratio
+from .results import (
+    BARE,
+    BATCH_INTAKE,
+    DUALSEND,
+    HALF_RATE,
+    KINDS,
+    MIB,
+    SYSTEMS,
+    Column,
+    Target,
+    ratio,
+)
 
 Getter = Callable[[Column], float | None]
 
@@ -38,18 +52,40 @@ def side_by_side(
         table.add_column(system, justify="right")
     table.add_column("dualsend ÷ bare", justify="right")
 
-    def row(label: str, get: Getter, digits: int = 0, *, with_ratio: bool = True) -> None:
+    def row(
+        label: str,
+        get: Getter,
+        digits: int = 0,
+        *,
+        with_ratio: bool = True,
+        base: Getter | None = None,
+    ) -> None:
+        """One figure per system; the last cell dualsend's ÷ the bare chord's (`base`: the
+        bare chord's figure read another way, for the batch-intake rows)."""
         values = {system: get(columns[system]) for system in SYSTEMS}
-        times = ratio(values[DUALSEND], values[BARE]) if with_ratio else None
+        theirs = base(columns[BARE]) if base else values[BARE]
+        times = ratio(values[DUALSEND], theirs) if with_ratio else None
         cells = [_number(values[system], digits) for system in SYSTEMS]
         table.add_row(label, *cells, _times(times))
 
     for level in levels:
         row(f"orders/s settled, burst of {level:,}", lambda c, n=level: c.rate(n), 1)
+    for level in levels:
+        row(
+            f"orders/s settled, burst of {level:,}, {BATCH_INTAKE}",
+            lambda c, n=level: c.rate(n, batch=True),
+            1,
+            base=lambda c, n=level: c.rate(n),
+        )
     top = max(levels)
     table.add_row(
         f"orders done, burst of {top:,}",
         *[_done(columns[system], top) for system in SYSTEMS],
+        "",
+    )
+    table.add_row(
+        f"orders done, burst of {top:,}, {BATCH_INTAKE}",
+        *[_done(columns[system], top, batch=True) for system in SYSTEMS],
         "",
     )
     table.add_section()
@@ -71,6 +107,13 @@ def side_by_side(
             row(f"CPU ms/order, {kind}, burst {level:,}",
                 lambda c, k=kind, n=level: c.cpu_ms_per_order(n, k), 1)  # fmt: skip
         row(f"CPU ms/order, all, burst {level:,}", lambda c, n=level: c.cpu_total_per_order(n), 1)
+        for kind in KINDS:
+            row(f"CPU ms/order, {kind}, burst {level:,}, {BATCH_INTAKE}",
+                lambda c, k=kind, n=level: c.cpu_ms_per_order(n, k, batch=True), 1,
+                base=lambda c, k=kind, n=level: c.cpu_ms_per_order(n, k))  # fmt: skip
+        row(f"CPU ms/order, all, burst {level:,}, {BATCH_INTAKE}",
+            lambda c, n=level: c.cpu_total_per_order(n, batch=True), 1,
+            base=lambda c, n=level: c.cpu_total_per_order(n))  # fmt: skip
     if len(levels) > 1:
         low, high = min(levels), max(levels)
         row(
@@ -123,8 +166,8 @@ def memory_table(peaks: Peaks) -> Table:
     return table
 
 
-def _done(column: Column, level: int) -> str:
-    burst = column.burst(level)
+def _done(column: Column, level: int, *, batch: bool = False) -> str:
+    burst = column.burst(level, batch=batch)
     return "-" if burst is None else f"{burst.completed:,}/{burst.orders:,}"
 
 

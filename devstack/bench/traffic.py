@@ -6,23 +6,36 @@ stops when that GET returns; the order's own timestamps (created, each send pick
 and recorded, settled) come back in the GET's body.
 
 The demo's `ApiClient` places the orders (same Idempotency-Key on a resend), the demo's
-payloads fill them; every order is a normal one, which both partners accept.
+payloads fill them; every order is a normal one, which both partners accept. With batch
+intake, `place_batch` hands over up to 100 of them in one `POST /api/orders/batch`, each
+with its key in the body; the clock of each starts when that POST is sent.
 `records_written` reads the GET's body: the order completed, both sends succeeded, each
 with its attempt, its partner's id and its timestamps.
 """
 
 import datetime
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from devstack.traffic.client import ApiClient, DemoOrder
+from devstack.traffic.client import (
+    POST_RETRY_SECONDS,
+    POST_TRIES,
+    TRANSIENT,
+    ApiClient,
+    DemoOrder,
+    retry_after,
+)
 from dualsend_app.models import Order, Send
 
 SETTLE_WAIT_SECONDS = 10
 RETRY_SECONDS = 0.2
+BATCH_SIZE = 100  # the most POST /api/orders/batch takes
+BATCH_TIMEOUT = 60.0  # a batch writes 100 orders in one transaction: more than one order
+MULTI_STATUS = 207
 
 
 @dataclass
@@ -57,6 +70,44 @@ class BenchClient(ApiClient):
             self.wait_until_settled(order, deadline)
         return order
 
+    def place_batch(self, orders: Sequence[BenchOrder], request_id: str) -> None:
+        """POST /api/orders/batch with `orders` (at most BATCH_SIZE), each with its own
+        key; each accepted one (202 created, 200 replayed) gets its id and status.
+
+        Sent again, the same body with the same keys, for the orders still unanswered
+        after a transient failure (no answer, 5xx, 429 on the whole batch; 409 or 429 on
+        an order); an order refused for good keeps the answer in `error`, no id.
+        """
+        pending = list(orders)
+        for attempt in range(1, POST_TRIES + 1):
+            if self.cancelled.is_set() or not pending:
+                break
+            response = None
+            body = {"orders": [order.payload | {"idempotency_key": order.idempotency_key}
+                               for order in pending]}  # fmt: skip
+            try:
+                response = self._session.post(
+                    f"{self.base_url}/api/orders/batch",
+                    json=body,
+                    headers={"X-Request-ID": request_id},
+                    timeout=BATCH_TIMEOUT,
+                )
+            except requests.RequestException as exc:
+                _refuse(pending, f"POST /api/orders/batch failed: {exc}")
+            else:
+                answered = time.time()
+                for order in pending:
+                    order.post_answered_wall = answered
+                if response.status_code == MULTI_STATUS:
+                    pending = _take_results(pending, response.json()["results"])
+                else:
+                    _refuse(pending, f"POST /api/orders/batch answered "
+                                     f"{response.status_code}: {response.text[:200]}")  # fmt: skip
+                    if response.status_code < 500 and response.status_code not in TRANSIENT:
+                        return  # a definite no for the whole batch
+            if pending and attempt < POST_TRIES:
+                time.sleep(max(POST_RETRY_SECONDS * attempt, retry_after(response)))
+
     def wait_until_settled(self, order: BenchOrder, deadline: float) -> BenchOrder:
         """GET ?wait until an answer shows the order final. Also when the POST's answer
         did already (the order can settle while the web thread reads it back): only a
@@ -75,6 +126,37 @@ class BenchClient(ApiClient):
             order.answered_at, order.answered_wall = time.monotonic(), time.time()
             order.body, order.status = body, body.get("status")
         return order
+
+
+def _refuse(orders: Sequence[BenchOrder], error: str) -> None:
+    for order in orders:
+        order.error = error
+
+
+def _take_results(orders: list[BenchOrder], results: list[dict[str, Any]]) -> list[BenchOrder]:
+    """Each order's own answer in a batch's 207 (the result of `index` i answers
+    `orders[i]`); returns the orders to send again (409 still in progress, 429)."""
+    by_index = {result.get("index"): result for result in results}
+    again = []
+    for index, order in enumerate(orders):
+        result = by_index.get(index)
+        if result is None:
+            order.error = f"the batch's answer has no result for index {index}"
+            continue
+        status = result.get("status")
+        if status in (200, 202):
+            answer = result["order"]
+            order.order_id, order.status, order.error = answer["id"], answer["status"], ""
+            continue
+        error = result.get("error") or {}
+        fields = error.get("fields")
+        order.error = (
+            f"batch answered {status} for it: {error.get('code')}: {error.get('message')}"
+            + (f" {fields}" if fields else "")
+        )
+        if status in TRANSIENT:
+            again.append(order)
+    return again
 
 
 def records_written(body: dict[str, Any] | None) -> bool:

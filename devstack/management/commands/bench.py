@@ -10,7 +10,9 @@ for each of the three (devstack/bench/run.py):
 1. one order at a time: p50/p95/p99 and the overhead above the slower call;
 2. bursts (`--levels`, 500 and 1,000 orders): orders settled a second, and the CPU each
    kind of process (web, workers, Redis, PostgreSQL) spent per order, at each level;
-3. a steady load at half the rate it sustained: p99.
+   dualsend's twice, one `POST /api/orders` per order, then with batch intake
+   (`POST /api/orders/batch`, 100 orders a request);
+3. a steady load at half the rate it sustained (dualsend: with single POSTs): p99.
 
 Throughout, the peak memory of every process and the peak connections to the database.
 It prints the three side by side with dualsend ÷ bare chord, the targets of issue 8 each
@@ -56,8 +58,9 @@ WEB_WORKER_PROCESSES = 1  # the stack's gunicorn runs one worker process (the RE
 class Command(BaseCommand):
     help = (
         "Benchmark dualsend on the README's production layout against a bare Celery chord "
-        "and the sequential calls: throughput in bursts, latency one at a time and at half "
-        "the sustained rate, CPU per order, memory, database connections; the targets."
+        "and the sequential calls: throughput in bursts (dualsend's with single POSTs and "
+        "with batch intake), latency one at a time and at half the sustained rate, CPU per "
+        "order, memory, database connections; the targets."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -367,10 +370,17 @@ def _ratios(columns: dict[str, Column], levels: tuple[int, ...]) -> dict[str, An
     bare, ours = columns[BARE], columns[DUALSEND]
     return {
         "orders_per_second": {str(n): ratio(ours.rate(n), bare.rate(n)) for n in levels},
+        "orders_per_second_batch_intake": {
+            str(n): ratio(ours.rate(n, batch=True), bare.rate(n)) for n in levels
+        },
         "one_at_a_time_p50": ratio(ours.latency(50), bare.latency(50)),
         "half_rate_p99": ratio(ours.half_rate_p99(), bare.half_rate_p99()),
         "cpu_ms_per_order": {
             str(n): ratio(ours.cpu_total_per_order(n), bare.cpu_total_per_order(n)) for n in levels
+        },
+        "cpu_ms_per_order_batch_intake": {
+            str(n): ratio(ours.cpu_total_per_order(n, batch=True), bare.cpu_total_per_order(n))
+            for n in levels
         },
         "peak_memory_together": ratio(ours.together_bytes(), bare.together_bytes()),
         "sequential_one_at_a_time_p50": ratio(columns[SEQUENTIAL].latency(50), bare.latency(50)),
@@ -397,7 +407,8 @@ def _caption(stack: BenchStack, options: dict[str, Any]) -> str:
         f"{size.concurrency} threads). bare chord: a chord of two tasks calling the partners "
         f"with requests and a callback, no records, 3 workers (one per queue) --pool "
         f"{size.pool} --concurrency {size.concurrency}. dualsend: POST /api/orders then GET "
-        f"?wait, on the README's layout (gunicorn gthread {stack.web_threads} threads, 3 "
+        f"?wait (batch intake: POST /api/orders/batch, 100 orders a request, then GET ?wait), "
+        f"on the README's layout (gunicorn gthread {stack.web_threads} threads, 3 "
         f"workers as README.md runs them, beat). orders/s: the first order handed over → the "
         f"last one done (dualsend: its settled_at). One at a time and half rate: handed over → "
         f"the client knows it is done. CPU: user + system of each kind's processes during "
