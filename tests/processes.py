@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from django.db import connection
 
@@ -19,6 +20,14 @@ from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "test-logs"
+
+
+def answers_ping(app: Any, destination: list[str]) -> bool:
+    """Whether the workers named answer a control ping, over a connection of its own: a
+    test that cut the broker reset the ones the app keeps in its pools, and a control
+    command does not retry on a reset one."""
+    with app.connection_for_write() as connection:
+        return bool(app.control.ping(destination=destination, timeout=0.5, connection=connection))
 
 
 def start_process(name: str, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
@@ -87,11 +96,7 @@ class Worker:
             self.env,
         )  # fmt: skip
         destination = [f"{self.name}@{socket.gethostname()}"]
-        wait_until(
-            lambda: bool(app.control.ping(destination=destination, timeout=0.5)),
-            40,
-            f"celery worker {self.name}",
-        )
+        wait_until(lambda: answers_ping(app, destination), 40, f"celery worker {self.name}")
 
     def kill(self) -> None:
         """SIGKILL, as the OOM killer or a lost machine would: nothing is cleaned up."""

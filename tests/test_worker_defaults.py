@@ -21,7 +21,10 @@ def pool_of(worker):
     from project.celery import app
 
     destination = f"{worker.name}@{socket.gethostname()}"
-    stats = app.control.inspect(destination=[destination], timeout=5).stats()
+    with app.connection_for_write() as connection:  # not a pooled one (see answers_ping)
+        stats = app.control.inspect(
+            destination=[destination], timeout=5, connection=connection
+        ).stats()
     return stats[destination]["pool"]
 
 
