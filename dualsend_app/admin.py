@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from . import orders
+from . import log_context, orders
 from .masking import masked_payload, masked_request_body
 from .models import Attempt, Order, Redrive, Send
 
@@ -217,8 +217,10 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """`orders.redrive` for each order; each refusal is reported with its reason."""
         redriven: list[tuple[Order, int]] = []
         refused: list[tuple[Order, str]] = []
-        for order in queryset.only("id", "status"):
-            result = orders.redrive(order.pk)
+        for order in queryset.only("id", "status", "correlation_id"):
+            # Its log lines, and the tasks it enqueues, carry the order's ids.
+            with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
+                result = orders.redrive(order.pk)
             if result.refused:
                 refused.append((order, result.refused_because or ""))
             else:

@@ -8,3 +8,7 @@ class DualsendConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .log_context import connect_request_signals
+
+        # Each web request starts and ends with no order in the log context.
+        connect_request_signals()

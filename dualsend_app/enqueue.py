@@ -16,6 +16,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import tracing
 from .models import Order, Send
 
 logger = logging.getLogger(__name__)
@@ -35,12 +36,14 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
     them); otherwise they are read."""
     if sends is None:
         sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
-    header = [signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,)) for send in sends]
+    header = [send_task(send) for send in sends]
     try:
-        chord(header)(signature(SETTLE_TASK, args=(str(order_id),)))
+        # The chord's publications run in this span: each task's message carries it.
+        with tracing.span("dispatch order", order_id=str(order_id)):
+            chord(header)(settle_task(order_id))
     except Exception:
         # The broker is down: the order stays pending and the sweeper dispatches it later.
-        logger.exception("order=%s could not be dispatched; left pending", order_id)
+        logger.exception("order could not be dispatched; left pending")
         return False
     # One UPDATE: the first dispatch's time, and pending → dispatched (an order that
     # moved on meanwhile keeps its status).
@@ -58,8 +61,10 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
 
 
 def enqueue_compensations(send_ids: Iterable[int]) -> None:
-    for send_id in send_ids:
-        _publish(signature(COMPENSATE_TASK, args=(send_id,)), f"compensation send={send_id}")
+    # One read, for the order and operation each task shows (`order_task`).
+    compensations = Send.objects.filter(pk__in=list(send_ids)).only("order_id", "operation")
+    for send in compensations:
+        _publish(send_task(send), f"compensation send={send.pk}")
 
 
 def enqueue_send(send: Send) -> bool:
@@ -70,15 +75,39 @@ def enqueue_send(send: Send) -> bool:
     the send is final instead of a sweep later (settle waits while the other send is not
     final, and does nothing for an order already settled).
     """
-    if send.is_compensation:
-        return _publish(signature(COMPENSATE_TASK, args=(send.pk,)), f"send={send.pk}")
-    task = signature(SEND_TASK_BY_PARTNER[send.partner], args=(send.pk,))
-    task.link(signature(SETTLE_TASK, args=(str(send.order_id),)))
+    task = send_task(send)
+    if not send.is_compensation:
+        task.link(settle_task(send.order_id))
     return _publish(task, f"send={send.pk}")
 
 
 def enqueue_settle(order_id: uuid.UUID | str) -> bool:
-    return _publish(signature(SETTLE_TASK, args=([], str(order_id))), f"settle order={order_id}")
+    return _publish(settle_task(order_id, []), "settle")
+
+
+def send_task(send: Send) -> Signature:
+    """The task that runs one send: its partner's send task, or a compensation."""
+    name = COMPENSATE_TASK if send.is_compensation else SEND_TASK_BY_PARTNER[send.partner]
+    return order_task(name, (send.pk,), send.order_id, send.operation)
+
+
+def settle_task(order_id: uuid.UUID | str, *header_results: list) -> Signature:
+    """settle(header_results, order_id); a chord fills in the header's results itself."""
+    return order_task(SETTLE_TASK, (*header_results, str(order_id)), order_id)
+
+
+def order_task(name: str, args: tuple, order_id: uuid.UUID | str, operation: str = "") -> Signature:
+    """A task of an order, found in Flower by the order's id.
+
+    The task takes ids (a send's, or the order's for settle); Flower shows and searches the
+    kwargs its task events carry, which is `kwargsrepr`: here the order's id and the
+    operation, for every task of the order. Retries keep it (`tasks/options.py`).
+    `kwargs:order_id=<id>` in Flower's search matches it exactly.
+    """
+    shown = {"order_id": str(order_id)}
+    if operation:
+        shown["operation"] = str(operation)
+    return signature(name, args=args, kwargsrepr=repr(shown))
 
 
 def _publish(task_signature: Signature, what: str) -> bool:

@@ -48,8 +48,7 @@ def publish_final(order_id: uuid.UUID | str) -> None:
         get_redis().publish(channel(order_id), FINAL)
     except RedisError as exc:
         logger.warning(
-            "order=%s final, but waiters were not told (Redis: %s: %s); they will poll",
-            order_id,
+            "final, but waiters were not told (Redis: %s: %s); they will poll",
             type(exc).__name__,
             exc,
         )
@@ -96,7 +95,7 @@ def listening(order_id: uuid.UUID | str) -> Iterator[Listener]:
         pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(channel(order_id))
     except RedisError as exc:
-        logger.info("order=%s ?wait polls: Redis unreachable (%s)", order_id, exc)
+        logger.info("?wait polls: Redis unreachable (%s)", exc)
         _close(pubsub)
         pubsub = None
     try:

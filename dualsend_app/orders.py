@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, order_events
+from . import enqueue, log_context, metrics, order_events
 from .models import Order, Send
 from .partners import clients
 from .partners.http import canonical_json
@@ -71,9 +71,17 @@ def create_order(
         )
         if any(send.pk is None for send in sends):  # a database that returns no ids
             sends = None
-        transaction.on_commit(lambda: enqueue.dispatch_order(order.pk, sends=sends), robust=True)
-    logger.info("order=%s request_id=%s created", order.pk, correlation_id)
+        transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
+    with log_context.bound(order_id=order.pk, correlation_id=correlation_id):
+        logger.info("order created")
     return order
+
+
+def _dispatch(order: Order, sends: list[Send] | None) -> None:
+    """The order's chord, published with the order's ids (its tasks' message headers carry
+    them): a batch commits many orders at once, each dispatched as itself."""
+    with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
+        enqueue.dispatch_order(order.pk, sends=sends)
 
 
 def _bound_lock_waits(seconds: float) -> None:
@@ -165,13 +173,8 @@ def _finish(
         for send_id, body in tokens:
             Send.objects.filter(pk=send_id).update(request_body=body)
         transaction.on_commit(lambda: order_events.publish_final(order.pk), robust=True)
-    logger.info(
-        "order=%s request_id=%s settled status=%s reason=%s",
-        order.pk,
-        order.correlation_id,
-        status,
-        reason,
-    )
+    metrics.record_order_settled(status, order.created_at)  # Prometheus: final status, latency
+    logger.info("settled status=%s reason=%s", status, reason)
     return SettleResult(status)
 
 
@@ -215,7 +218,7 @@ def _start_compensation(
         ]
         ids = [send.pk for send in compensations]
         transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
-    logger.info("order=%s request_id=%s compensating: %s", order.pk, order.correlation_id, reason)
+    logger.info("compensating: %s", reason)
     return SettleResult.COMPENSATING
 
 
@@ -326,7 +329,7 @@ def redrive(order_id: uuid.UUID | str) -> RedriveResult:
         _stop_unfinished(order.sends.filter(operation__in=Send.HEADER_OPERATIONS), why)
         result = settle(order.pk, why=why, from_statuses=(Order.Status.NEEDS_ATTENTION,))
     created = order.sends.exclude(operation__in=Send.HEADER_OPERATIONS).count()
-    logger.info("order=%s re-driven by an operator: %s", order.pk, result)
+    logger.info("re-driven by an operator: %s", result)
     return RedriveResult(sends=created)
 
 
@@ -356,5 +359,5 @@ def _retry_compensations(order: Order, compensations: QuerySet[Send]) -> Redrive
         redriven_at=timezone.now(),
     )
     transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
-    logger.info("order=%s re-driven by an operator: %s compensation(s)", order.pk, len(ids))
+    logger.info("re-driven by an operator: %s compensation(s)", len(ids))
     return RedriveResult(sends=len(ids))

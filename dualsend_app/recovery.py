@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, orders
+from . import enqueue, log_context, orders, tracing
 from .models import Order, Redrive, Send
 
 logger = logging.getLogger(__name__)
@@ -54,15 +54,18 @@ def expire_old_orders(now: datetime.datetime) -> int:
     stale = (
         Order.objects.exclude(status__in=Order.FINAL_STATUSES)
         .filter(Q(redriven_at__isnull=True, created_at__lt=too_old) | Q(redriven_at__lt=too_old))
-        .values_list("pk", flat=True)
+        .values_list("pk", "correlation_id")
     )
     count = 0
-    for order_id in stale[:BATCH]:
-        result = orders.expire(order_id, max_age_seconds=max_age)
-        if result is not None and result is not orders.SettleResult.ALREADY_SETTLED:
-            status_reason = Order.objects.values_list("status_reason", flat=True).get(pk=order_id)
-            record_redrive(order_id, Redrive.Kind.EXPIRED, f"{result}: {status_reason}")
-            count += 1
+    for order_id, correlation_id in stale[:BATCH]:
+        with log_context.bound(order_id=order_id, correlation_id=correlation_id):
+            result = orders.expire(order_id, max_age_seconds=max_age)
+            if result is not None and result is not orders.SettleResult.ALREADY_SETTLED:
+                status_reason = Order.objects.values_list("status_reason", flat=True).get(
+                    pk=order_id
+                )
+                record_redrive(order_id, Redrive.Kind.EXPIRED, f"{result}: {status_reason}")
+                count += 1
     return count
 
 
@@ -87,10 +90,14 @@ def redrive_each(
     """`publish(order_id)` for up to BATCH of the `stranded` orders; a `Redrive` row for each that
     went out. Returns how many did."""
     count = 0
-    for order_id in stranded.values_list("pk", flat=True)[:BATCH]:
-        if publish(order_id):
-            record_redrive(order_id, kind, reason)
-            count += 1
+    for order_id, correlation_id in stranded.values_list("pk", "correlation_id")[:BATCH]:
+        # Its log lines, and the tasks it publishes, carry the order's ids.
+        with log_context.bound(order_id=order_id, correlation_id=correlation_id):
+            with tracing.new_trace(f"re-drive {kind}", order_id=str(order_id)):
+                published = publish(order_id)
+            if published:
+                record_redrive(order_id, kind, reason)
+                count += 1
     return count
 
 
@@ -114,11 +121,15 @@ def requeue_lost_sends(now: datetime.datetime, due_before: datetime.datetime) ->
     )
     count = 0
     for send in lost.select_related("order")[:BATCH]:
-        if not enqueue.enqueue_send(send):
-            continue
-        kind = Redrive.Kind.COMPENSATION if send.is_compensation else Redrive.Kind.SEND
-        record_redrive(send.order_id, kind, f"{send.operation} was {send.status}: enqueued again")
-        count += 1
+        with log_context.bound(order_id=send.order_id, correlation_id=send.order.correlation_id):
+            with tracing.new_trace("re-drive send", order_id=str(send.order_id), send_id=send.pk):
+                published = enqueue.enqueue_send(send)
+            if not published:
+                continue
+            kind = Redrive.Kind.COMPENSATION if send.is_compensation else Redrive.Kind.SEND
+            detail = f"{send.operation} was {send.status}: enqueued again"
+            record_redrive(send.order_id, kind, detail)
+            count += 1
     return count
 
 
@@ -146,15 +157,16 @@ def finish_forgotten_compensations(finished_before: datetime.datetime) -> int:
     )
     stuck = stuck.exclude(sends__finished_at__gte=finished_before)
     count = 0
-    for order_id in stuck.values_list("pk", flat=True)[:BATCH]:
-        result = orders.finish_compensation(order_id)
-        if result and result != orders.SettleResult.ALREADY_SETTLED:
-            record_redrive(order_id, Redrive.Kind.FINISH, f"compensations closed: {result}")
-            count += 1
+    for order_id, correlation_id in stuck.values_list("pk", "correlation_id")[:BATCH]:
+        with log_context.bound(order_id=order_id, correlation_id=correlation_id):
+            result = orders.finish_compensation(order_id)
+            if result and result != orders.SettleResult.ALREADY_SETTLED:
+                record_redrive(order_id, Redrive.Kind.FINISH, f"compensations closed: {result}")
+                count += 1
     return count
 
 
 def record_redrive(order_id: uuid.UUID | str, kind: Redrive.Kind, detail: str) -> None:
     Redrive.objects.create(order_id=order_id, kind=kind, detail=detail)
     Order.objects.filter(pk=order_id).update(redrive_count=F("redrive_count") + 1)
-    logger.warning("order=%s re-driven by the sweeper: %s (%s)", order_id, kind, detail)
+    logger.warning("re-driven by the sweeper: %s (%s)", kind, detail)

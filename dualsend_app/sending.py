@@ -17,7 +17,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import orders, retry_policy, send_rows
+from . import metrics, orders, retry_policy, send_rows
 from .models import Send
 from .partners import clients, http
 from .partners.clients import PartnerResult
@@ -89,6 +89,7 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     if not claim(send, now):
         return STOP
     call = attempt(send)
+    metrics.record_partner_call(send.partner, send.operation, call.result)  # Prometheus
     gate.observe(
         send.partner,
         answer=call.result.answer,
@@ -191,6 +192,10 @@ def record_attempt(call: CallMade) -> NextStep:
             call.attempt_number,
         )
         return STOP
+    if plan.retries:  # Prometheus: a retry scheduled, and whether Retry-After set its time
+        metrics.record_retry_scheduled(
+            send.partner, send.operation, retry_after=call.result.retry_after
+        )
     return NextStep(retry_in=plan.delay, status=changes["status"])
 
 
@@ -272,10 +277,9 @@ def defer(send: Send, admission: gate.Admission, now: datetime.datetime) -> Next
         next_attempt_at=now + datetime.timedelta(seconds=wait),
         error=f"deferred: {admission.reason}",
     )
+    metrics.record_deferral(send.partner, send.operation, admission.reason)  # Prometheus
     logger.info(
-        "order=%s request_id=%s send=%s deferred %.2fs: %s",
-        send.order_id,
-        send.order.correlation_id,
+        "send=%s deferred %.2fs: %s",
         send.operation,
         wait,
         admission.reason,
@@ -294,9 +298,7 @@ def _fail_unsent(send: Send, reason: str, now: datetime.datetime) -> None:
         next_attempt_at=None,
     )
     logger.warning(
-        "order=%s request_id=%s send=%s failed (%s): %s",
-        send.order_id,
-        send.order.correlation_id,
+        "send=%s failed (%s): %s",
         send.operation,
         kind,
         reason,
@@ -348,9 +350,7 @@ def _attempt_error(answer: http.WireAnswer) -> str:
 def _log_attempt(call: CallMade, plan: retry_policy.RetryPlan) -> None:
     send, decision = call.send, call.result.decision
     logger.info(
-        "order=%s request_id=%s send=%s attempt=%s outcome=%s reason=%s retry_in=%s %s",
-        send.order_id,
-        send.order.correlation_id,
+        "send=%s attempt=%s outcome=%s reason=%s retry_in=%s %s",
         send.operation,
         call.attempt_number,
         decision.outcome,

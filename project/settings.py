@@ -5,12 +5,14 @@ project refuses to start without its secrets and real partner credentials.
 """
 
 import importlib.util
+import os  # Prometheus metrics: PROMETHEUS_MULTIPROC_DIR is exported below
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from dualsend_app.log_formats import log_format, logging_config
 from project.api_clients import parse_api_clients, parse_client_rate
 from project.partner_settings import SettingReader, read_partner, required_in_production
 
@@ -76,6 +78,8 @@ if importlib.util.find_spec("devstack") is not None:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS and JS) from this process: see STATIC_ROOT below.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -188,17 +192,37 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+# --- Static files: WhiteNoise serves them, so the admin is styled with DJANGO_DEBUG off ---
+# Production serves STATIC_ROOT as `manage.py collectstatic` left it (the image runs it at
+# build time: Dockerfile), under hashed names cached for a year and gzipped; a page naming
+# a file collectstatic did not collect fails loudly. With DJANGO_DEBUG on (the demo, the
+# tests) files come straight from the apps, no collectstatic needed. Both pinned at load:
+# the test runner turns DEBUG off at run time, and WhiteNoise would then look in
+# STATIC_ROOT, which a checkout has not collected.
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
 }
+
+# --- Logs (README "Logs"; dualsend_app/log_formats.py) -------------------------------------
+# One JSON object per line when DJANGO_DEBUG is off, readable text when on; DUALSEND_LOG_FORMAT
+# (json or text) overrides. Every line about an order carries its order_id and
+# correlation_id, set from context (dualsend_app/log_context.py), never typed into messages.
+# Celery's worker and beat use this too (dualsend_app/task_log_context.py), with their
+# --loglevel and --logfile; gunicorn's logs, its access log included: gunicorn.conf.py.
+try:
+    DUALSEND_LOG_FORMAT = log_format(env.str("DUALSEND_LOG_FORMAT", default=""), debug=DEBUG)
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
+LOGGING = logging_config(DUALSEND_LOG_FORMAT, level=env.str("DJANGO_LOG_LEVEL", default="INFO"))
 
 # ---------------------------------------------------------------------------
 # dualsend's own API
@@ -235,6 +259,12 @@ DUALSEND_MAX_WAIT_SECONDS = env.float("DUALSEND_MAX_WAIT_SECONDS", default=30.0)
 # for it to commit (then replays it), and past it answers 409, retry shortly.
 DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS = env.float(
     "DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS", default=2.0
+)
+# --- Health probes (dualsend_app/api/health.py) -------------------------------------------
+# GET /readyz waits at most this for each of the database and the broker (checked at once),
+# then answers 503 naming the late one: keep the prober's own timeout above it.
+DUALSEND_READY_TIMEOUT_SECONDS = SettingReader(env, "DUALSEND").positive(
+    float, "READY_TIMEOUT_SECONDS", 1.0
 )
 
 # ---------------------------------------------------------------------------
@@ -411,3 +441,55 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": DUALSEND_SWEEP_EVERY_SECONDS},
     },
 }
+
+# --- Flower and task events ---------------------------------------------------------------
+# Flower (`celery -A project flower`, README "Flower") builds its task list from task
+# events: a plain `celery -A project worker` sends them without -E, and whoever publishes a
+# task (web, sweeper, a worker retrying) sends its task-sent event, so a task shows up as
+# soon as it is queued, not only once a worker takes it. Each is one small message on the
+# broker's event exchange, dropped when no monitor listens. Every task of an order carries
+# the order id in its kwargs as events show them (dualsend_app/enqueue.py), so searching
+# Flower for an order's id lists them all. Flower's own options (basic auth, address, port)
+# are FLOWER_* variables that Flower reads itself; project/flower.py sets its defaults.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+# --- Prometheus metrics -------------------------------------------------------------------
+# GET /metrics on the web process is the one scrape target of a one-host deployment: every
+# process of the host (gunicorn's, each worker and its pool processes) writes its series to
+# files in one directory, prometheus_client's multiprocess mode, and /metrics adds them up
+# (dualsend_app/metrics.py). prometheus_client reads PROMETHEUS_MULTIPROC_DIR once, when it
+# is first imported, and in each of our processes the settings load before anything imports
+# it: so the default is exported here. The web process tidies the directory as it starts
+# (project/wsgi.py; dualsend_app/metrics_directory.py says why it removes only the files of
+# processes that have exited).
+PROMETHEUS_MULTIPROC_DIR = env.str(
+    "PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus")
+)
+# Many hosts: a worker started with DUALSEND_METRICS_PORT serves its own series on that port
+# (dualsend_app/metrics_worker.py). Its files go to port-<N> under the directory, which it
+# alone serves and tidies, so the web's /metrics (which reads only the directory's own
+# files) never counts them twice. 0 or unset: no port.
+DUALSEND_METRICS_PORT = SettingReader(env, "DUALSEND").not_negative(int, "METRICS_PORT", 0)
+if DUALSEND_METRICS_PORT > 65535:
+    raise ImproperlyConfigured(
+        f"DUALSEND_METRICS_PORT must be a TCP port, got {DUALSEND_METRICS_PORT}"
+    )
+if DUALSEND_METRICS_PORT and Path(PROMETHEUS_MULTIPROC_DIR).name != f"port-{DUALSEND_METRICS_PORT}":
+    # (A child process started by such a worker inherits the port's directory: not nested.)
+    PROMETHEUS_MULTIPROC_DIR = str(Path(PROMETHEUS_MULTIPROC_DIR) / f"port-{DUALSEND_METRICS_PORT}")
+try:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+except OSError as _error:
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR: cannot create {PROMETHEUS_MULTIPROC_DIR} ({_error.strerror})"
+    ) from None
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# /metrics answers a loopback client (not one a proxy forwarded), or any client that sends
+# `Authorization: Bearer <this token>`; unset, loopback only (dualsend_app/metrics_access.py).
+DUALSEND_METRICS_TOKEN = env.str("DUALSEND_METRICS_TOKEN", default="")
+if any(char.isspace() or not char.isprintable() for char in DUALSEND_METRICS_TOKEN):
+    raise ImproperlyConfigured(
+        "DUALSEND_METRICS_TOKEN holds white space or a control character; set it without them "
+        "(the value is not shown: it is a secret)"
+    )

@@ -1,8 +1,7 @@
 from django.contrib import admin
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
-from dualsend_app.api import batch, views
+from dualsend_app.api import batch, health, metrics_view, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,6 +10,13 @@ urlpatterns = [
     path("api/orders/batch", batch.orders_batch, name="orders-batch"),
     path("api/orders/<str:order_id>", views.order_detail, name="order-detail"),
 ]
-# With DJANGO_DEBUG on (the demo's gunicorn), serve the admin's CSS; in production a proxy
-# or the platform serves STATIC_ROOT (`manage.py collectstatic`).
-urlpatterns += staticfiles_urlpatterns()
+# Static files (the admin's CSS) need no route: WhiteNoise's middleware answers them before
+# URL resolution, from the apps with DJANGO_DEBUG on, from STATIC_ROOT off (settings.py).
+# Prometheus: the scrape target of a one-host deployment, loopback or token only
+# (dualsend_app/api/metrics_view.py).
+urlpatterns.append(path("metrics", metrics_view.metrics_endpoint, name="metrics"))
+# Health probes: no token, no rate limit, plain HTTP allowed (dualsend_app/api/health.py).
+urlpatterns += [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+]

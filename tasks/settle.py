@@ -22,7 +22,7 @@ def settle_order(self: Task, header_results: list, order_id: str) -> str:
     result = orders.settle(order_id)
     if result is orders.SettleResult.NOT_READY:
         if self.request.retries >= MAX_RECHECKS:
-            logger.warning("order=%s not ready after %s rechecks", order_id, MAX_RECHECKS)
+            logger.warning("not ready after %s rechecks", MAX_RECHECKS)
             return str(result)
         raise self.retry(countdown=settings.DUALSEND_SETTLE_RECHECK_SECONDS)
     return str(result)

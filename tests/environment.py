@@ -7,7 +7,9 @@ attempts takes a second, not a minute; the worker subprocess gets the same value
 """
 
 import os
+import shutil
 import socket
+import tempfile
 import urllib.parse
 
 import pytest
@@ -97,9 +99,15 @@ for _partner in ("INVENTORY_API", "PAYMENT_API"):
         f"{_partner}_BREAKER_MIN_CALLS": "100000",
     }
 
+# Prometheus metrics: the run's own multiprocess directory, which its workers inherit; never
+# a demo's or another run's. Removed when the run ends.
+METRICS_DIR = tempfile.mkdtemp(prefix="dualsend-test-metrics-")
+TEST_ENVIRONMENT["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
+
 os.environ.update(TEST_ENVIRONMENT)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
     if EMBEDDED_REDIS is not None:
         EMBEDDED_REDIS.shutdown()

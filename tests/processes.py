@@ -136,3 +136,39 @@ class OwnWorkers:
     def stop_all(self) -> None:
         while self.running:
             self.running.pop().stop()
+
+
+class Gunicorn:
+    """The web process as the README runs it (gunicorn, project.wsgi, gthread) on a free
+    port, with `env`; started once it answers `/healthz`, stopped by `stop()`."""
+
+    def __init__(self, name: str, env: Mapping[str, str], *, threads: int = 4) -> None:
+        from devstack import free_port
+
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = start_process(
+            name,
+            [sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", self.url[7:],
+             "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60"],
+            env,
+        )  # fmt: skip
+        try:
+            wait_until(self._answers, 30, f"gunicorn ({name}) answering /healthz")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        import requests
+
+        assert self.process.poll() is None, f"gunicorn exited; see var/test-logs/{self.name}.log"
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or its first answer is slow on a busy machine.
+            return False
+
+    def stop(self) -> None:
+        stop_process(self.process)

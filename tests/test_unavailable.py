@@ -10,7 +10,6 @@ PostgreSQL through a proxy this test cuts, and the session's worker settling the
 """
 
 import json
-import sys
 import threading
 import time
 import urllib.parse
@@ -24,10 +23,9 @@ from django.db import OperationalError, connection, connections
 from django.test import Client
 from psycopg_pool import PoolTimeout
 
-from devstack import free_port
 from dualsend_app.models import Order
 from tests.helpers import API_TOKEN, new_request_id, order_body, wait_final
-from tests.processes import database_url, start_process, stop_process
+from tests.processes import Gunicorn, database_url
 from tests.tcp_proxy import TcpProxy
 
 ORDERS_URL = "/api/orders"
@@ -85,34 +83,12 @@ def dispatched(monkeypatch):
 # --- the database down, on real processes ----------------------------------------------
 
 
-class Web:
+class Web(Gunicorn):
     """gunicorn with gthread, as the README's production layout runs it, whose way to the
     test database is `db_proxy`."""
 
     def __init__(self, env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = start_process(
-            "web-unavailable",
-            [sys.executable, "-m", "gunicorn", "project.wsgi",
-             "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-             "--threads", "4", "--timeout", "60"],
-            env,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not self._answers():
-            assert self.process.poll() is None, "gunicorn exited; see var/test-logs"
-            assert time.monotonic() < deadline, "gunicorn did not answer in 30 s"
-            time.sleep(0.2)
-
-    def _answers(self):
-        try:
-            requests.get(f"{self.url}{ORDERS_URL}/none", timeout=1)
-        except (requests.ConnectionError, requests.Timeout):
-            # Not listening yet, or its first answer is slow on a busy machine (CI
-            # saw a read timeout here): not up yet either way.
-            return False
-        return True
+        super().__init__("web-unavailable", env)
 
     def post(self, key, request_id=None):
         headers = {"Authorization": f"Bearer {API_TOKEN}", "Idempotency-Key": key}
@@ -125,9 +101,6 @@ class Web:
     def get(self, order_id):
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         return requests.get(f"{self.url}{ORDERS_URL}/{order_id}", headers=headers, timeout=30)
-
-    def stop(self):
-        stop_process(self.process)
 
 
 @pytest.fixture

@@ -71,7 +71,8 @@ class SimulatorControl:
     def requests_log(
         self, request_id: str | None = None, order_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """The partner requests logged by both simulators, oldest first."""
+        """The partner requests logged by both simulators, oldest first (each with the
+        `traceparent` header it carried, or None)."""
         params = {
             name: value
             for name, value in (("request_id", request_id), ("order_id", order_id))

@@ -43,6 +43,8 @@ class RequestRecord:
     dropped: bool = False
     effect: bool = False  # True when this request changed the ledger's counters
     answered_monotonic: float | None = None
+    # The W3C trace context the caller sent, if any: which trace this request belongs to.
+    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

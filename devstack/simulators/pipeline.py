@@ -79,6 +79,7 @@ class Call:
             order_id=request.match_info.get("order_id"),
             received_monotonic=monotonic,
             received_wall=wall,
+            traceparent=request.headers.get("traceparent"),
         )
 
     # Stages 1-4 each return an answer that ends the request, or None to go on.

@@ -10,7 +10,8 @@ from .services import QUEUES, Stack
 
 
 def start_stack(stack: Stack, console: Console) -> None:
-    """Start Redis, the partners, the worker, beat and the web, saying each one is ready."""
+    """Start Redis, the partners, the worker, beat, Flower and the web, saying each one is
+    ready."""
     with console.status("starting Redis"):
         origin = stack.start_redis()
     console.print(f"[green]✓[/] redis      {stack.redis_url_for_display}  [dim]({origin})[/]")
@@ -18,6 +19,8 @@ def start_stack(stack: Stack, console: Console) -> None:
         ("partners", stack.start_partners, lambda: f"{stack.inventory_url}  {stack.payment_url}"),
         ("worker", stack.start_worker, lambda: f"{stack.worker_name}, queues {QUEUES}"),
         ("beat", stack.start_beat, lambda: "periodic tasks"),
+        # Before the first order, so that it sees every task of every order.
+        ("flower", stack.start_flower, lambda: f"{stack.flower_url}/tasks"),
         ("web", stack.start_web, lambda: stack.web_url),
     )
     for name, start, describe in steps:

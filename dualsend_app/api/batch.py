@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
+from dualsend_app import log_context
 from dualsend_app.models import Order
 from project.partner_settings import parse_rate
 
@@ -91,8 +92,7 @@ def orders_batch(request: HttpRequest) -> JsonResponse:
     }
     results = [_result(item, current) for item in items]
     logger.info(
-        "request_id=%s batch of %s orders answered %s",
-        request.request_id,
+        "batch of %s orders answered %s",
         len(items),
         dict(sorted(Counter(result["status"] for result in results).items())),
     )
@@ -174,15 +174,18 @@ def _create_or_replay(client: str, items: list[BatchItem], request_id: str) -> N
         return
     with transaction.atomic():
         for item in accepted:
-            try:
-                item.outcome, item.order = idempotency.create_or_replay(
-                    client=client,
-                    key=item.key,
-                    payload=item.payload,
-                    correlation_id=_correlation_id(request_id, item.index),
-                )
-            except errors.ApiError as error:
-                item.error = error
+            correlation_id = _correlation_id(request_id, item.index)
+            # This order's lines carry its own correlation id, not the batch's.
+            with log_context.bound(correlation_id=correlation_id):
+                try:
+                    item.outcome, item.order = idempotency.create_or_replay(
+                        client=client,
+                        key=item.key,
+                        payload=item.payload,
+                        correlation_id=correlation_id,
+                    )
+                except errors.ApiError as error:
+                    item.error = error
 
 
 def _correlation_id(request_id: str, index: int) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from django.db import IntegrityError, OperationalError
 from psycopg.errors import LockNotAvailable
 
-from dualsend_app import orders
+from dualsend_app import log_context, orders
 from dualsend_app.models import Order
 
 from . import errors
@@ -74,7 +74,7 @@ def create_or_replay(
     if key:
         existing = _find(client, key)
         if existing is not None:
-            return _replay(existing, request_fingerprint, correlation_id)
+            return _replay(existing, request_fingerprint)
     try:
         order = orders.create_order(
             client=client,
@@ -88,15 +88,15 @@ def create_or_replay(
             raise
         existing = _find(client, key)
         if existing is None:
-            logger.info("request_id=%s idempotency key still in progress", correlation_id)
+            logger.info("idempotency key still in progress")
             raise errors.idempotency_in_progress() from None
-        return _replay(existing, request_fingerprint, correlation_id)
+        return _replay(existing, request_fingerprint)
     except OperationalError as exc:
         if not (key and isinstance(exc.__cause__, LockNotAvailable)):
             raise
         # The first request with this key is still being created and has not committed
         # within the intake's lock timeout: the client tries again shortly.
-        logger.info("request_id=%s idempotency key still in progress (lock)", correlation_id)
+        logger.info("idempotency key still in progress (lock)")
         raise errors.idempotency_in_progress() from None
     return IntakeResult.CREATED, order
 
@@ -105,20 +105,10 @@ def _find(client: str, key: str) -> Order | None:
     return Order.objects.filter(client=client, idempotency_key=key).first()
 
 
-def _replay(
-    order: Order, request_fingerprint: str, correlation_id: str
-) -> tuple[IntakeResult, Order]:
-    if order.request_fingerprint != request_fingerprint:
-        logger.info(
-            "order=%s request_id=%s idempotency key reused with another body",
-            order.pk,
-            correlation_id,
-        )
-        raise errors.idempotency_key_reused()
-    logger.info(
-        "order=%s request_id=%s replayed (order request_id=%s)",
-        order.pk,
-        correlation_id,
-        order.correlation_id,
-    )
+def _replay(order: Order, request_fingerprint: str) -> tuple[IntakeResult, Order]:
+    with log_context.bound(order_id=order.pk):
+        if order.request_fingerprint != request_fingerprint:
+            logger.info("idempotency key reused with another body")
+            raise errors.idempotency_key_reused()
+        logger.info("replayed (the order's own correlation id: %s)", order.correlation_id)
     return IntakeResult.REPLAYED, order

@@ -21,7 +21,7 @@ from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from dualsend_app import order_events
+from dualsend_app import log_context, order_events
 from dualsend_app.models import Order
 
 from . import auth, client_limits, errors, idempotency, validation
@@ -44,6 +44,14 @@ def request_id_of(request: HttpRequest) -> str:
 View = Callable[..., HttpResponse]
 
 
+def _order_named(url_arguments: dict[str, Any]) -> uuid.UUID | None:
+    """The order id in the URL, when it is one."""
+    try:
+        return uuid.UUID(url_arguments.get("order_id", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 def api_view(*allowed_methods: str) -> Callable[[View], View]:
     """405 for other methods, ApiError rendered as JSON, a dependency that is down as 503
     with Retry-After, anything else as 500; X-Request-ID on every answer."""
@@ -53,14 +61,17 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             request.request_id = request_id_of(request)
+            # Every line of this request carries its id and the order its URL names (a POST:
+            # once created), Django's and gunicorn's after the view included; the next
+            # request on this thread starts without them (log_context).
+            log_context.bind(order_id=_order_named(kwargs), correlation_id=request.request_id)
             try:
                 if request.method not in allowed_methods:
                     raise errors.method_not_allowed(request.method, allowed_methods)
                 response = view(request, *args, **kwargs)
             except errors.ApiError as error:
                 logger.info(
-                    "request_id=%s %s %r answered %s %s",
-                    request.request_id,
+                    "%s %r answered %s %s",
                     request.method,
                     request.path,
                     error.status,
@@ -73,16 +84,14 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
                 error = errors.unavailable_for(exc)
                 if error is None:
                     logger.exception(
-                        "request_id=%s %s %r failed",
-                        request.request_id,
+                        "%s %r failed",
                         request.method,
                         request.path,
                     )
                     error = errors.internal_error()
                 else:
                     logger.warning(
-                        "request_id=%s %s %r answered 503: %s (%s: %s)",
-                        request.request_id,
+                        "%s %r answered 503: %s (%s: %s)",
                         request.method,
                         request.path,
                         error.message,
@@ -114,6 +123,7 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
     outcome, order = idempotency.create_or_replay(
         client=client, key=key, payload=payload, correlation_id=request.request_id
     )
+    log_context.bind(order_id=order.pk)
     # Read it back: the chord was dispatched on commit, and a replay shows the order now.
     order = _load(order.pk, client)
     status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
@@ -144,13 +154,9 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
     if wait > 0 and not order.is_final:
         with client_limits.wait_slots.slot() as may_wait:
             if may_wait:
-                order = _wait_until_final(order, wait, request.request_id)
+                order = _wait_until_final(order, wait)
             else:
-                logger.info(
-                    "order=%s request_id=%s ?wait holders at their cap: answered at once",
-                    order.pk,
-                    request.request_id,
-                )
+                logger.info("?wait holders at their cap: answered at once")
     prefetch_related_objects([order], "sends")  # nothing to do when the wait read them
     return JsonResponse(order_to_dict(order))
 
@@ -160,7 +166,7 @@ def _load(pk: uuid.UUID, client: str) -> Order | None:
     return Order.objects.prefetch_related("sends").filter(pk=pk, client=client).first()
 
 
-def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
+def _wait_until_final(order: Order, seconds: float) -> Order:
     """Wait until the order is final or `seconds` passed; the order then.
 
     Woken by settle's message (`order_events`), with a slow poll in case it is lost.
@@ -168,11 +174,7 @@ def _wait_until_final(order: Order, seconds: float, request_id: str) -> Order:
     (no transaction is held open across the wait), and no connection is held between.
     """
     if connection.in_atomic_block:
-        logger.warning(
-            "order=%s request_id=%s ?wait inside a transaction may not see new commits",
-            order.pk,
-            request_id,
-        )
+        logger.warning("?wait inside a transaction may not see new commits")
     deadline = time.monotonic() + seconds
     with order_events.listening(order.pk) as listener:
         # Subscribed: look once more, the order may have settled before we listened.

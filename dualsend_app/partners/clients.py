@@ -6,6 +6,7 @@ from django.conf import settings
 
 from project.partner_settings import PartnerSettings
 
+from .. import tracing
 from ..models import Order, Send
 from . import http, inventory, payment
 from .outcomes import AnswerOutcome, Decision, decide
@@ -44,16 +45,18 @@ def call(send: Send, *, request_id: str) -> PartnerResult:
     """Make one HTTP call for a Send, with its stored request and idempotency key."""
     module = PARTNER_MODULES[send.partner]
     config = partner_config(send.partner)
-    answer = http.call(
-        partner=send.partner,
-        config=config,
-        auth=module.auth(config.credential),
-        method=send.method,
-        path=send.path,
-        body=send.request_body,
-        idempotency_key=send.idempotency_key,
-        request_id=request_id,
-    )
+    # The HTTP span inside it (the `requests` instrumentation) sends the `traceparent`.
+    with tracing.span(f"call {send.operation}", order_id=str(send.order_id), send_id=send.pk):
+        answer = http.call(
+            partner=send.partner,
+            config=config,
+            auth=module.auth(config.credential),
+            method=send.method,
+            path=send.path,
+            body=send.request_body,
+            idempotency_key=send.idempotency_key,
+            request_id=request_id,
+        )
     return interpret(send, answer)
 
 

@@ -3,8 +3,8 @@
 It switches to a database of its own (``<name>_demo`` beside a PostgreSQL
 DATABASE_URL, else ``var/demo.sqlite3``; see ``devstack/demo/database.py``), recreates and
 migrates it, makes a ``demo`` login there, starts Redis (embedded unless REDIS_URL is
-set), the partner simulators with a realistic fault mix, a Celery worker, Celery beat
-and the web server as real processes, places orders through the real HTTP API, shows
+set), the partner simulators with a realistic fault mix, a Celery worker, Celery beat,
+Flower and the web server as real processes, places orders through the real HTTP API, shows
 them settle, prints what happened, and stops every process it started, also on Ctrl-C
 or an error. It exits 0 when every order reached a final state.
 """
@@ -30,7 +30,7 @@ from devstack.demo.database import (
 )
 from devstack.stack.console import start_stack, stop_stack
 from devstack.stack.processes import StartupError, sigterm_as_ctrl_c
-from devstack.stack.services import Faults, Stack
+from devstack.stack.services import FLOWER_USER, Faults, Stack
 from devstack.traffic import client as traffic
 from devstack.traffic.client import DemoOrder
 from dualsend_app.models import Order
@@ -61,7 +61,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep-running",
             action="store_true",
-            help="leave the stack up after the summary (browse the admin) until Ctrl-C",
+            help="leave the stack up after the summary (browse the admin, Flower) until Ctrl-C",
         )
         faults = Faults()
         group = parser.add_argument_group("partner faults (passed to run_partners)")
@@ -184,17 +184,22 @@ def show_where_to_look(
     say("\n[bold]Where to look[/]")
     login = f"[bold]{DEMO_USERNAME}[/] / [bold]{password}[/]"
     say(f"  admin      {stack.web_url}/admin/  login {login}")
+    flower_login = f"[bold]{FLOWER_USER}[/] / [bold]{stack.flower_password}[/]"
+    say(f"  flower     {stack.flower_url}/tasks  login {flower_login}")
+    say("             [dim]search an order's id there: its sends, settle, compensations[/]")
+    say(f"  metrics    {stack.web_url}/metrics")
     say(f"  API token  {stack.api_token}")
     if example:
         url = f"{stack.web_url}/api/orders/{example.order_id}"
         say(f"  an order   {url}  [dim]({example.kind}, {example.status})[/]")
         say(f"             curl -s -H 'Authorization: Bearer {stack.api_token}' '{url}?wait=5'")
-    say(f"  logs       {stack.log_dir}/  [dim](partners, worker, beat, web, redis)[/]")
+    say(f"  logs       {stack.log_dir}/  [dim](partners, worker, beat, flower, web, redis)[/]")
     if options["keep_running"]:
         say("The stack keeps running until you press Ctrl-C.")
     else:
         say(
-            "[dim]These URLs work while the demo runs (--keep-running leaves it up). The "
+            "[dim]These URLs work while the demo runs (--keep-running leaves it up, Flower "
+            "included, to watch orders arrive). The "
             "records stay in the demo's database until its next run: "
             f"{runserver_hint(database_url)}, then http://127.0.0.1:8000/admin/ with the "
             "same login.[/]"
