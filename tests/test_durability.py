@@ -83,10 +83,15 @@ def test_broker_down_when_an_order_arrives(live, client, broker_proxy):
 def test_database_down_while_a_call_is_in_flight(live, client, db_proxy):
     """The worker loses the database mid-call: the answer is kept, the call not repeated."""
     rid = new_request_id()
-    live.script(rid, "charge", [{"delay_ms": 800}])
+    live.script(rid, "charge", [{"delay_ms": 1200}])
     order_id = place_order(client, rid)
     wait_until(lambda: charge_in_flight(order_id), timeout=15, what="charge in flight")
-
+    # in_flight is visible once the claim commits, a moment before the worker reads the
+    # claim's reply: a cut in that moment loses the reply, not the call (CI saw it; the
+    # lease then runs out and the sweeper sends it once, as attempt 2). Let the worker
+    # get into its 1.2 s call first (under the tests' 1.5 s read timeout); the cut then
+    # outlasts the call's end.
+    time.sleep(0.3)
     db_proxy.cut()
     time.sleep(1.5)
     db_proxy.restore()
