@@ -18,9 +18,7 @@ import requests
 import yaml
 from django.conf import settings
 
-from devstack import free_port
-from tests.helpers import wait_until
-from tests.processes import ROOT, start_process, stop_process
+from tests.processes import ROOT, Gunicorn
 from tests.settings_variables import settings_variables
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -267,7 +265,6 @@ def static_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def production_web(static_root):
     """gunicorn, as the image runs it, with production settings behind a TLS proxy."""
-    port = free_port()
     environment = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(static_root),
@@ -284,27 +281,11 @@ def production_web(static_root):
         "PAYMENT_API_URL": "https://payment.invalid",
         "PAYMENT_API_KEY": "compose-test",
     }
-    process = start_process(
-        "compose-static-gunicorn",
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "project.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-        ],
-        environment,
-    )
+    web = Gunicorn("compose-static-gunicorn", environment)
     try:
-        wait_until(lambda: answers(port), 30, "gunicorn")
-        yield port
+        yield web.port
     finally:
-        stop_process(process)
+        web.stop()
 
 
 def fetch(port, path, **headers):
@@ -315,14 +296,6 @@ def fetch(port, path, **headers):
         allow_redirects=False,
         timeout=5,
     )
-
-
-def answers(port):
-    try:
-        fetch(port, "/healthz")
-    except requests.ConnectionError:
-        return False
-    return True
 
 
 def test_the_admin_css_is_served_with_debug_off(production_web):
