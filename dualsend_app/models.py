@@ -5,6 +5,7 @@ The database is the source of truth. Every state change is a conditional UPDATE
 task delivered twice does nothing the second time.
 """
 
+import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -13,6 +14,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from .partners.http import canonical_json
 from .partners.outcomes import AnswerOutcome
 
 
@@ -221,6 +223,16 @@ class Send(models.Model):
             and self.status == self.Status.SUCCEEDED
             and not self.nothing_to_undo
         )
+
+    def request_body_without_card_token(self) -> str | None:
+        """A charge's stored request with the card token blanked; None when there is no
+        token to forget (not a charge, or forgotten already)."""
+        if self.operation != self.Operation.PAYMENT_CHARGE or not self.request_body:
+            return None
+        body = json.loads(self.request_body)
+        if not body.get("source"):
+            return None
+        return canonical_json(body | {"source": ""})
 
 
 class Attempt(models.Model):

@@ -10,7 +10,6 @@ Every change is a conditional update: a duplicate settle or compensation changes
 """
 
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -26,7 +25,6 @@ from django.utils import timezone
 from . import enqueue, log_context, metrics, order_events
 from .models import Order, Send
 from .partners import clients
-from .partners.http import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +156,7 @@ def _finish(
     """
     # Usually the charge forgot its token when it was answered: then the claim is the
     # only statement, and needs no transaction around it.
-    tokens = [(send.pk, body) for send in sends if (body := charge_body_without_card_token(send))]
+    tokens = [(send.pk, body) for send in sends if (body := send.request_body_without_card_token())]
     with transaction.atomic() if tokens else contextlib.nullcontext():
         won = Order.claim(
             order.pk,
@@ -180,17 +178,6 @@ def _finish(
 
 def _without_payment_source(payload: dict[str, Any]) -> dict[str, Any]:
     return payload | {"payment_source": ""} if payload.get("payment_source") else payload
-
-
-def charge_body_without_card_token(send: Send) -> str | None:
-    """A charge's stored request with the card token blanked; None when there is no
-    token to forget (not a charge, or forgotten already)."""
-    if send.operation != Send.Operation.PAYMENT_CHARGE or not send.request_body:
-        return None
-    body = json.loads(send.request_body)
-    if not body.get("source"):
-        return None
-    return canonical_json(body | {"source": ""})
 
 
 def _start_compensation(

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import metrics, orders, retry_policy, send_rows
+from . import metrics, retry_policy, send_rows
 from .models import Send
 from .partners import clients, http
 from .partners.clients import PartnerResult
@@ -202,7 +202,7 @@ def record_attempt(call: CallMade) -> NextStep:
 def _forget_card_token(send: Send) -> dict[str, Any]:
     """A charge that got its final answer will never be sent again: its card token goes
     in the same statement, rather than waiting for the order to settle."""
-    body = orders.charge_body_without_card_token(send)
+    body = send.request_body_without_card_token()
     return {} if body is None else {"request_body": body}
 
 
