@@ -423,7 +423,6 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport with one fix, else a Redis restart kills every worker: see
     # project/redis_transport.py.
     CELERY_BROKER_TRANSPORT = "project.redis_transport:Transport"
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # When the broker is down, publishing gives up fast: POST /api/orders still answers 202 and
 # the order waits as pending for the sweeper, instead of the request hanging.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
