@@ -5,7 +5,10 @@ deleted, and the change pages are view pages. The payment source is shown masked
 last 4 characters at most), in the order's payload and in a charge's request body; an
 order's client is shown by its name, never by its token. The one thing an operator can
 do is re-drive the failed compensations of a `needs_attention` order, through the same
-business rules the workers use (`orders.redrive`).
+business rules the workers use (`orders.redrive`); it needs `dualsend_app.change_order`,
+and is on record three times: a `Redrive` row and a status history row naming the
+staff user, and Django's admin log. An order's page draws its timeline (`timeline_svg.py`)
+and lists its status history; attempts and re-drives have list pages of their own.
 """
 
 import datetime
@@ -13,12 +16,13 @@ import json
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from . import log_context, orders
+from . import log_context, orders, timeline_svg
 from .masking import masked_payload, masked_request_body
 from .models import Attempt, Order, Redrive, Send
 
@@ -109,11 +113,16 @@ class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 class RedriveInline(ReadOnlyAdminMixin, admin.TabularInline):
-    """Each time the sweeper had to pick the order up again, and why."""
+    """Each time the sweeper, or an operator, picked the order up again, and why."""
 
     model = Redrive
     extra = 0
-    fields = readonly_fields = ("at", "kind", "detail")
+    fields = readonly_fields = ("at", "kind", "by_username", "detail")
+
+
+admin.site.site_header = "dualsend administration"
+admin.site.site_title = "dualsend admin"
+admin.site.index_title = "Orders, their sends and every call"
 
 
 @admin.register(Order)
@@ -139,6 +148,8 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (SendInline, RedriveInline)
     fieldsets = (
         (None, {"fields": ("id", "status", "status_reason", "client_shown", "correlation_id")}),
+        ("Timeline", {"fields": ("timeline",)}),
+        ("Status history", {"fields": ("status_history",)}),
         ("Recovery", {"fields": ("redrive_count",)}),
         ("Timing", {"fields": ("created_at", "dispatched_at", "settled_at", "end_to_end_ms")}),
         ("Request", {"fields": ("idempotency_key", "request_fingerprint", "payload_shown")}),
@@ -159,6 +170,8 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "payload_shown",
         "attempts_table",
         "redrive_count",
+        "timeline",
+        "status_history",
     )
 
     @admin.display(description="client", ordering="client")
@@ -205,6 +218,37 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             rows,
         )
 
+    @admin.display(description="timeline")
+    def timeline(self, order: Order) -> str:
+        """Both sends side by side in time: every attempt, every wait, the settle."""
+        return timeline_svg.order_timeline_svg(order)
+
+    @admin.display(description="every status change")
+    def status_history(self, order: Order) -> str:
+        """From, to, when, why, and the operator when one moved it."""
+        rows = format_html_join(
+            "",
+            '<tr class="status-change"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td></tr>",
+            (
+                (
+                    change.at.isoformat(timespec="milliseconds"),
+                    change.from_status or "-",
+                    change.to_status,
+                    change.by_username or "-",
+                    change.reason,
+                )
+                for change in order.status_changes.all()
+            ),
+        )
+        if not rows:
+            return "no status history recorded"
+        return format_html(
+            '<table class="status-history"><thead><tr><th>at</th><th>from</th><th>to</th>'
+            "<th>by</th><th>why</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     def has_redrive_permission(self, request: HttpRequest) -> bool:
         """Re-driving changes an order through the business rules: a change permission."""
         return request.user.has_perm("dualsend_app.change_order")
@@ -220,11 +264,15 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         for order in queryset.only("id", "status", "correlation_id"):
             # Its log lines, and the tasks it enqueues, carry the order's ids.
             with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
-                result = orders.redrive(order.pk)
+                result = orders.redrive(order.pk, by=request.user)
             if result.refused:
                 refused.append((order, result.refused_because or ""))
             else:
                 redriven.append((order, result.sends))
+                # Django's admin log: who, when, what (the Redrive row says it too).
+                self.log_change(
+                    request, order, f"Re-drove: {result.sends} compensation send(s) going"
+                )
         self._report_redrive(request, redriven, refused)
 
     def _report_redrive(
@@ -297,3 +345,76 @@ class SendAdmin(SendDurationMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def order_link(self, send: Send) -> str:
         url = reverse("admin:dualsend_app_order_change", args=(send.order_id,))
         return format_html('<a href="{}">{}</a>', url, send.order_id)
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every HTTP call to a partner, newest first, to filter across orders."""
+
+    list_display = (
+        "id",
+        "order_link",
+        "send_link",
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "will_retry",
+        "retry_in_seconds",
+        "error",
+    )
+    list_filter = (
+        "send__partner",
+        "send__operation",
+        "outcome",
+        "status_code",
+        "will_retry",
+        "started_at",
+    )
+    search_fields = ("=send__order__id", "=send__idempotency_key")
+    search_help_text = "Order id, or the send's idempotency key."
+    list_select_related = ("send",)
+    # Newest first by primary key: the attempt table's own index, no sort of its rows.
+    ordering = ("-id",)
+    list_per_page = 100
+    fields = readonly_fields = (
+        "send_link",
+        "order_link",
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "error",
+        "will_retry",
+        "retry_in_seconds",
+    )
+
+    @admin.display(description="order")
+    def order_link(self, attempt: Attempt) -> str:
+        url = reverse("admin:dualsend_app_order_change", args=(attempt.send.order_id,))
+        return format_html('<a href="{}">{}</a>', url, attempt.send.order_id)
+
+    @admin.display(description="send", ordering="send__operation")
+    def send_link(self, attempt: Attempt) -> str:
+        url = reverse("admin:dualsend_app_send_change", args=(attempt.send_id,))
+        return format_html('<a href="{}">{}</a>', url, attempt.send.operation)
+
+
+@admin.register(Redrive)
+class RedriveAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every re-drive, by the sweeper or by an operator (who, when), newest first."""
+
+    list_display = ("at", "order_link", "kind", "by_username", "detail")
+    list_filter = ("kind", ("by", RelatedOnlyFieldListFilter), "at")
+    search_fields = ("=order__id",)
+    search_help_text = "Order id."
+    ordering = ("-at", "-id")
+    list_per_page = 100
+    fields = readonly_fields = ("order_link", "kind", "at", "by", "by_username", "detail")
+
+    @admin.display(description="order", ordering="order__created_at")
+    def order_link(self, redrive: Redrive) -> str:
+        url = reverse("admin:dualsend_app_order_change", args=(redrive.order_id,))
+        return format_html('<a href="{}">{}</a>', url, redrive.order_id)

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 
 from celery import chord, signature
 from celery.canvas import Signature
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import tracing
+from . import status_history, tracing
 from .models import Order, Send
 
 logger = logging.getLogger(__name__)
@@ -45,19 +45,31 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
         # The broker is down: the order stays pending and the sweeper dispatches it later.
         logger.exception("order could not be dispatched; left pending")
         return False
-    # One UPDATE: the first dispatch's time, and pending → dispatched (an order that
-    # moved on meanwhile keeps its status).
-    now = timezone.now()
-    dispatched_first = Q(dispatched_at__isnull=True) | Q(status=Order.Status.PENDING)
-    Order.objects.filter(dispatched_first, pk=order_id).update(
-        dispatched_at=Coalesce(F("dispatched_at"), now),
-        status=Case(
-            When(status=Order.Status.PENDING, then=Value(Order.Status.DISPATCHED)),
-            default=F("status"),
-        ),
-        updated_at=now,
-    )
+    mark_dispatched(order_id)
     return True
+
+
+def mark_dispatched(order_id: uuid.UUID | str) -> None:
+    """pending → dispatched with the time of the first dispatch, and its status history
+    row: one statement (`status_history.claim`).
+
+    An order that moved on meanwhile (its sends and settle ran before this line) keeps
+    its status; only the time of its first dispatch is filled in, by a second UPDATE
+    that happens in that case only.
+    """
+    now = timezone.now()
+    moved = status_history.claim(
+        order_id,
+        from_statuses=(Order.Status.PENDING,),
+        to_status=Order.Status.DISPATCHED,
+        reason="the chord is with the broker",
+        at=now,
+        dispatched_at=Coalesce(F("dispatched_at"), now),
+    )
+    if not moved:
+        Order.objects.filter(pk=order_id, dispatched_at__isnull=True).update(
+            dispatched_at=now, updated_at=now
+        )
 
 
 def enqueue_compensations(send_ids: Iterable[int]) -> None:

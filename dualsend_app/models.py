@@ -1,15 +1,16 @@
 """The records: an Order, one Send per partner operation, one Attempt per HTTP call.
 
 The database is the source of truth. Every state change is a conditional UPDATE
-(`claim`): filter on the expected state, update, and check that one row changed, so a
-task delivered twice does nothing the second time.
+(a claim): filter on the expected state, update, and check that one row changed, so a
+task delivered twice does nothing the second time. An order's status moves only through
+`status_history.claim`, which writes the `OrderStatusChange` row with it.
 """
 
 import json
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -53,7 +54,8 @@ class Order(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # How often the sweeper had to pick this order up again; each one is a Redrive row.
+    # How often the order was picked up again, by the sweeper or by an operator; each one
+    # is a Redrive row.
     redrive_count = models.PositiveIntegerField(default=0)
     # When an operator last re-drove the order: its maximum age counts from here, else
     # from its creation (a re-driven order gets the full time again, not a second expiry
@@ -74,6 +76,8 @@ class Order(models.Model):
         indexes = [
             # Serves the admin's status filter and the sweeper's "orders in status X" scans.
             models.Index(fields=["status", "created_at"], name="order_status_created"),
+            # Serves GET /api/orders: one client's orders, newest first, by cursor.
+            models.Index(fields=["client", "-created_at", "-id"], name="order_client_created"),
         ]
 
     def __str__(self) -> str:
@@ -86,15 +90,44 @@ class Order(models.Model):
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
 
-    @classmethod
-    def claim(
-        cls, order_id: uuid.UUID | str, *, from_statuses: Iterable[str], **changes: Any
-    ) -> bool:
-        """Move an order out of one of `from_statuses`; True when this caller won."""
-        updated = cls.objects.filter(pk=order_id, status__in=from_statuses).update(
-            **changes, updated_at=timezone.now()
-        )
-        return updated == 1
+
+class OrderStatusChange(models.Model):
+    """One move of an order's status: from, to, when, why, and who when an operator did it.
+
+    Written by `status_history`, in the statement (or transaction) that moves the order,
+    and only when the move happened. The first row of an order is its creation (from "").
+    """
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=20, choices=Order.Status.choices, blank=True)
+    to_status = models.CharField(max_length=20, choices=Order.Status.choices)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.TextField(blank=True)
+    # The operator whose action it was; their name is kept as text too, so the row still
+    # says who after their account is deleted. Both empty for the service's own moves.
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # the partial index below
+    )
+    by_username = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        # An order's changes are read through the order_id index (the foreign key's own).
+        ordering = ["at", "id"]
+        indexes = [
+            # Serves SET_NULL when a user is deleted. Partial: the rows the service writes
+            # on every order (no operator) add nothing to it.
+            models.Index(
+                fields=["by"], condition=models.Q(by__isnull=False), name="status_change_by"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.from_status or '-'} → {self.to_status}"
 
 
 class Send(models.Model):
@@ -252,13 +285,19 @@ class Attempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["send", "number"], name="attempt_unique_number"),
         ]
+        indexes = [
+            # Serves the dashboard's "calls of the last N minutes" and "latest failures",
+            # read every few seconds while it is open, and the attempts list's date filter.
+            models.Index(fields=["started_at"], name="attempt_started"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.send}"
 
 
 class Redrive(models.Model):
-    """The sweeper picked up work whose message was lost, or gave an order up."""
+    """The sweeper picked up work whose message was lost, or gave an order up; or an
+    operator re-drove a needs_attention order (`by` says who)."""
 
     class Kind(models.TextChoices):
         DISPATCH = "dispatch", "order dispatched again"
@@ -267,11 +306,22 @@ class Redrive(models.Model):
         COMPENSATION = "compensation", "compensation enqueued again"
         FINISH = "finish", "compensations closed"
         EXPIRED = "expired", "past its maximum age"
+        OPERATOR = "operator", "re-driven by an operator"
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="redrives")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     detail = models.TextField(blank=True)
     at = models.DateTimeField(default=timezone.now)
+    # An operator's re-drive: the staff user, and their name as text (kept after the
+    # account is deleted). Both empty for the sweeper.
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    by_username = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
@@ -300,6 +350,9 @@ class BreakerTransition(models.Model):
             # Serves the admin's "transitions of this partner, newest first".
             models.Index(fields=["partner", "at"], name="breaker_partner_at"),
         ]
+        # Resetting a breaker changes the live state every worker obeys: a permission of
+        # its own, granted apart from viewing the transitions.
+        permissions = [("reset_breaker", "Can reset a partner's circuit breaker")]
 
     def __str__(self) -> str:
         return f"{self.partner} breaker {self.from_state} → {self.to_state}"

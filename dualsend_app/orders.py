@@ -7,6 +7,7 @@
     not final past its maximum age         → its unfinished sends stop, then the rules above
 
 Every change is a conditional update: a duplicate settle or compensation changes nothing.
+Every move of an order's status goes through `status_history.claim`, which records it.
 """
 
 import contextlib
@@ -22,8 +23,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, log_context, metrics, order_events
-from .models import Order, Send
+from . import enqueue, log_context, metrics, order_events, status_history
+from .models import Order, Redrive, Send
 from .partners import clients
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_order(
         )
         if any(send.pk is None for send in sends):  # a database that returns no ids
             sends = None
+        status_history.record_created([order])
         transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
     with log_context.bound(order_id=order.pk, correlation_id=correlation_id):
         logger.info("order created")
@@ -112,12 +114,16 @@ SETTLING = (Order.Status.PENDING, Order.Status.DISPATCHED)
 
 
 def settle(
-    order_id: uuid.UUID | str, *, why: str = "", from_statuses: Iterable[str] = SETTLING
+    order_id: uuid.UUID | str,
+    *,
+    why: str = "",
+    from_statuses: Iterable[str] = SETTLING,
+    by: status_history.Operator = None,
 ) -> SettleResult:
     """Read both outcomes from the database and move the order on (allSettled).
 
     `why` goes in front of the reason (an expiry, an operator's re-drive); an order not
-    in `from_statuses` was settled already.
+    in `from_statuses` was settled already. `by`: the operator whose action it is.
     """
     order = Order.objects.get(pk=order_id)
     if order.status not in from_statuses:
@@ -127,12 +133,12 @@ def settle(
         return SettleResult.NOT_READY
     if all(send.status == Send.Status.SUCCEEDED for send in headers):
         reason = _because(why, "both partners succeeded")
-        return _finish(order, headers, Order.Status.COMPLETED, reason, from_statuses)
+        return _finish(order, headers, Order.Status.COMPLETED, reason, from_statuses, by)
     to_undo = [send for send in headers if send.may_have_taken_effect]
     if not to_undo:
         reason = _because(why, _summary(headers))
-        return _finish(order, headers, Order.Status.FAILED, reason, from_statuses)
-    return _start_compensation(order, headers, to_undo, why, from_statuses)
+        return _finish(order, headers, Order.Status.FAILED, reason, from_statuses, by)
+    return _start_compensation(order, headers, to_undo, why, from_statuses, by)
 
 
 def _because(why: str, reason: str) -> str:
@@ -145,6 +151,7 @@ def _finish(
     status: str,
     reason: str,
     from_statuses: Iterable[str] = SETTLING,
+    by: status_history.Operator = None,
 ) -> SettleResult:
     """The order reaches a final status, and its card token is forgotten in the same
     transaction; once that commits, whoever waits on the order is told.
@@ -154,16 +161,20 @@ def _finish(
     compensations, and a refund's body has no source), so nothing needs the token any
     more, and a token kept forever is a token that can leak.
     """
-    # Usually the charge forgot its token when it was answered: then the claim is the
-    # only statement, and needs no transaction around it.
+    # Usually the charge forgot its token when it was answered: then the claim (with its
+    # status history row) is the only statement, and needs no transaction around it.
     tokens = [(send.pk, body) for send in sends if (body := send.request_body_without_card_token())]
+    now = timezone.now()
     with transaction.atomic() if tokens else contextlib.nullcontext():
-        won = Order.claim(
+        won = status_history.claim(
             order.pk,
-            from_statuses=from_statuses,
-            status=status,
+            from_statuses=status_history.ordered_from(order.status, from_statuses),
+            to_status=status,
+            reason=reason,
+            by=by,
+            at=now,
             status_reason=reason,
-            settled_at=timezone.now(),
+            settled_at=now,
             payload=_without_payment_source(order.payload),
         )
         if not won:
@@ -186,15 +197,18 @@ def _start_compensation(
     to_undo: list[Send],
     why: str = "",
     from_statuses: Iterable[str] = SETTLING,
+    by: status_history.Operator = None,
 ) -> SettleResult:
     """Claim the order for compensation and create the undo sends, in one transaction."""
     undoing = ", ".join(send.operation for send in to_undo)
     reason = _because(why, f"undoing {undoing}: {_summary(headers)}")
     with transaction.atomic():
-        won = Order.claim(
+        won = status_history.claim(
             order.pk,
-            from_statuses=from_statuses,
-            status=Order.Status.COMPENSATING,
+            from_statuses=status_history.ordered_from(order.status, from_statuses),
+            to_status=Order.Status.COMPENSATING,
+            reason=reason,
+            by=by,
             status_reason=reason,
             settled_at=None,
         )
@@ -293,7 +307,7 @@ class RedriveResult:
         return self.refused_because is not None
 
 
-def redrive(order_id: uuid.UUID | str) -> RedriveResult:
+def redrive(order_id: uuid.UUID | str, *, by: status_history.Operator = None) -> RedriveResult:
     """An operator's re-drive of a needs_attention order, decided by its sends.
 
     - compensations not succeeded: retried, same idempotency keys, fresh attempt budget;
@@ -301,7 +315,9 @@ def redrive(order_id: uuid.UUID | str) -> RedriveResult:
       on its header sends, which undo whatever may have taken effect;
     - nothing unfinished: refused with the reason, and the order is left as it is.
 
-    Either way the order's maximum age counts again from now.
+    Either way the order's maximum age counts again from now. A re-drive that did
+    something is on record in its transaction: a `Redrive` row of kind `operator` and the
+    status history row, both naming `by` (the staff user), and the order's re-drive count.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id).first()
@@ -310,17 +326,33 @@ def redrive(order_id: uuid.UUID | str) -> RedriveResult:
             return RedriveResult(refused_because=f"the order is {status}, not needs_attention")
         compensations = order.sends.exclude(operation__in=Send.HEADER_OPERATIONS)
         if compensations.exists():
-            return _retry_compensations(order, compensations)
-        Order.objects.filter(pk=order.pk).update(redriven_at=timezone.now())
+            return _retry_compensations(order, compensations, by)
+        Order.objects.filter(pk=order.pk).update(
+            redriven_at=timezone.now(), redrive_count=F("redrive_count") + 1
+        )
         why = "re-driven by an operator"
         _stop_unfinished(order.sends.filter(operation__in=Send.HEADER_OPERATIONS), why)
-        result = settle(order.pk, why=why, from_statuses=(Order.Status.NEEDS_ATTENTION,))
+        result = settle(order.pk, why=why, from_statuses=(Order.Status.NEEDS_ATTENTION,), by=by)
+        _record_operator_redrive(order, by, f"settle's rules applied to its sends: {result}")
     created = order.sends.exclude(operation__in=Send.HEADER_OPERATIONS).count()
     logger.info("re-driven by an operator: %s", result)
     return RedriveResult(sends=created)
 
 
-def _retry_compensations(order: Order, compensations: QuerySet[Send]) -> RedriveResult:
+def _record_operator_redrive(order: Order, by: status_history.Operator, detail: str) -> None:
+    user = status_history.operator_user(by)
+    Redrive.objects.create(
+        order=order,
+        kind=Redrive.Kind.OPERATOR,
+        detail=detail,
+        by=user,
+        by_username=user.get_username() if user else "",
+    )
+
+
+def _retry_compensations(
+    order: Order, compensations: QuerySet[Send], by: status_history.Operator = None
+) -> RedriveResult:
     to_retry = compensations.exclude(status=Send.Status.SUCCEEDED)
     ids = list(to_retry.values_list("pk", flat=True))
     retrying = _summary(to_retry)
@@ -337,14 +369,21 @@ def _retry_compensations(order: Order, compensations: QuerySet[Send]) -> Redrive
         lease_expires_at=None,
         finished_at=None,
     )
-    Order.claim(
+    reason = f"re-driven by an operator: retrying {retrying}"
+    now = timezone.now()
+    status_history.claim(
         order.pk,
         from_statuses=(Order.Status.NEEDS_ATTENTION,),
-        status=Order.Status.COMPENSATING,
-        status_reason=f"re-driven by an operator: retrying {retrying}",
+        to_status=Order.Status.COMPENSATING,
+        reason=reason,
+        by=by,
+        at=now,
+        status_reason=reason,
         settled_at=None,
-        redriven_at=timezone.now(),
+        redriven_at=now,
+        redrive_count=F("redrive_count") + 1,
     )
+    _record_operator_redrive(order, by, f"retrying {retrying}")
     transaction.on_commit(lambda: enqueue.enqueue_compensations(ids), robust=True)
     logger.info("re-driven by an operator: %s compensation(s)", len(ids))
     return RedriveResult(sends=len(ids))

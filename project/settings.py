@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Swagger UI's files for /api/docs, served as static files like the admin's (no CDN).
+    "drf_spectacular_sidecar",
     "dualsend_app.apps.DualsendConfig",
 ]
 # The development tooling (demo, chaos, bench, the partner simulators) is an app of its

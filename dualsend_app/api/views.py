@@ -1,4 +1,5 @@
-"""dualsend's HTTP API: POST /api/orders, GET /api/orders/<id>[?wait=N].
+"""dualsend's HTTP API: POST /api/orders, GET /api/orders/<id>[?wait=N]; GET /api/orders
+(the client's list) lives in listing.py.
 
 Every answer is JSON and carries `X-Request-ID`: the client's when it is sane, else a new
 one. Errors share one shape (see errors.py). The checks of a POST run in the order users
@@ -24,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from dualsend_app import log_context, order_events
 from dualsend_app.models import Order
 
-from . import auth, client_limits, errors, idempotency, validation
+from . import auth, client_limits, errors, idempotency, listing, validation
 from .serializers import order_to_dict
 
 logger = logging.getLogger(__name__)
@@ -107,9 +108,12 @@ def api_view(*allowed_methods: str) -> Callable[[View], View]:
     return decorate
 
 
-@api_view("POST")
+@api_view("GET", "POST")
 def orders_collection(request: HttpRequest) -> JsonResponse:
-    """Create an order (202), or replay the one created with this Idempotency-Key (200)."""
+    """Create an order (202), or replay the one created with this Idempotency-Key (200);
+    GET lists the client's orders (listing.py)."""
+    if request.method == "GET":
+        return listing.list_orders(request)
     client = auth.authenticate(request).id
     client_limits.check_rate(client)
     document = validation.read_json_object(request, max_bytes=settings.DUALSEND_MAX_BODY_BYTES)

@@ -2,19 +2,29 @@
 
 Transitions are rows, read-only like the rest of the record. The live state lives in
 Redis, so the list page reads it there on each view and shows it above the rows.
+
+Each breaker has a reset button there (a POST to `reset/<partner>/`, CSRF-protected),
+for staff holding `dualsend_app.reset_breaker`; anyone else is shown no button and
+refused (403) a forged POST. A reset is on record twice: its transition row, whose
+reason names the operator, and Django's admin log.
 """
 
 import datetime
 from typing import Any
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import URLPattern, path
 from redis import RedisError
 
 from ..models import BreakerTransition
-from . import gate, ratelimit
+from . import breaker_reset, gate, ratelimit
+
+RESET_PERMISSION = "dualsend_app.reset_breaker"
 
 
 @admin.register(BreakerTransition)
@@ -35,13 +45,55 @@ class BreakerTransitionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def has_reset_permission(self, request: HttpRequest) -> bool:
+        """Resetting changes what every worker does next: a permission of its own."""
+        return request.user.has_perm(RESET_PERMISSION)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponseBase:
         extra_context = (extra_context or {}) | {
-            "breakers_now": [live_breaker(partner) for partner in settings.DUALSEND_PARTNERS]
+            "breakers_now": [live_breaker(partner) for partner in settings.DUALSEND_PARTNERS],
+            "may_reset_breakers": self.has_reset_permission(request),
         }
         return super().changelist_view(request, extra_context=extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        reset = path(
+            "reset/<str:partner>/",
+            self.admin_site.admin_view(self.reset_view),
+            name="dualsend_app_breakertransition_reset",
+        )
+        return [reset, *super().get_urls()]
+
+    def reset_view(self, request: HttpRequest, partner: str) -> HttpResponseBase:
+        """POST: close `partner`'s breaker now (`breaker_reset.reset`), then back to the list."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_reset_permission(request):
+            raise PermissionDenied
+        if partner not in settings.DUALSEND_PARTNERS:
+            raise Http404(f"no partner {partner!r}")
+        try:
+            result = breaker_reset.reset(partner, by=request.user.get_username())
+        except RedisError as exc:
+            self.message_user(
+                request,
+                f"The {partner} breaker was not reset: Redis unreachable "
+                f"({type(exc).__name__}). Try again once Redis answers.",
+                messages.ERROR,
+            )
+            return redirect("admin:dualsend_app_breakertransition_changelist")
+        said = f"Reset the {partner} breaker: closed, its window cleared (it was "
+        said += f"{result.previous_state})."
+        if result.transition is None:
+            self.message_user(
+                request, f"{said} Not recorded: the database did not answer.", messages.WARNING
+            )
+        else:
+            self.log_addition(request, result.transition, said)
+            self.message_user(request, said, messages.SUCCESS)
+        return redirect("admin:dualsend_app_breakertransition_changelist")
 
 
 def live_breaker(partner: str) -> dict[str, Any]:

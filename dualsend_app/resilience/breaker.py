@@ -33,6 +33,8 @@ The rules (`settings.DUALSEND_PARTNERS[partner].breaker`, a `BreakerSettings`):
   as probes, with no probe succeeding in between, does it open again. Any probe success
   clears that tally, and a fresh send's failed probe counts in the group as above.
 
+An operator can reset a breaker (`breaker_reset.reset`, the admin's button).
+
 Each decision is one Lua script, so it is atomic across workers, and time is Redis's own
 clock (`TIME`), one clock for all of them. A script says whether it made a transition;
 only the caller whose script made it logs it and writes the `BreakerTransition` row.
@@ -338,7 +340,7 @@ def verdict_of(partner: str, result: list[Any]) -> Verdict:
     state = as_text(state)
     if previous:
         config = _breaker_config(partner)
-        _record_transition(
+        record_transition(
             partner,
             as_text(previous),
             state,
@@ -369,7 +371,7 @@ def record_call(
     config = _breaker_config(partner)
     state, previous, why, calls, failures, slow_calls = run_script(
         OBSERVE_SCRIPT,
-        keys=_keys(partner),
+        keys=keys_of(partner),
         args=[
             str(health),
             int(slow),
@@ -385,14 +387,14 @@ def record_call(
     )
     if previous:
         reason = _reason(as_text(why), config, calls=calls, failures=failures, slow=slow_calls)
-        _record_transition(partner, as_text(previous), as_text(state), reason)
+        record_transition(partner, as_text(previous), as_text(state), reason)
 
 
 def current_state(partner: str) -> dict[str, Any]:
     """The live state, as the admin shows it. Raises redis.RedisError when unreachable."""
     config = _breaker_config(partner)
     state, calls, failures, slow, open_until_ms = run_script(
-        STATE_SCRIPT, keys=_keys(partner), args=[_milliseconds(config.window)]
+        STATE_SCRIPT, keys=keys_of(partner), args=[_milliseconds(config.window)]
     )
     state = as_text(state)
     return {
@@ -410,7 +412,8 @@ def hash_key(partner: str) -> str:
     return f"{key_prefix()}:breaker:{{{partner}}}"
 
 
-def _keys(partner: str) -> list[str]:
+def keys_of(partner: str) -> list[str]:
+    """Every key of the breaker: its hash, the window's sorted sets, the failing tally."""
     base = hash_key(partner)
     return [base, f"{base}:calls", f"{base}:failures", f"{base}:slow", f"{base}:failing_again"]
 
@@ -466,14 +469,16 @@ def _reason(why: str, config: BreakerSettings, *, calls: int, failures: int, slo
     return f"{config.half_open_probes} probe call(s) succeeded"
 
 
-def _record_transition(partner: str, from_state: str, to_state: str, reason: str) -> None:
+def record_transition(
+    partner: str, from_state: str, to_state: str, reason: str
+) -> BreakerTransition | None:
     """Log the transition and keep it as a row; a database outage loses only the row."""
     log = logger.warning if to_state == State.OPEN else logger.info
     log("breaker partner=%s %s -> %s: %s", partner, from_state, to_state, reason)
     try:
         # A savepoint: a caller inside a transaction keeps it usable if this insert fails.
         with transaction.atomic():
-            BreakerTransition.objects.create(
+            return BreakerTransition.objects.create(
                 partner=partner, from_state=from_state, to_state=to_state, reason=reason
             )
     except DatabaseError:
@@ -484,3 +489,4 @@ def _record_transition(partner: str, from_state: str, to_state: str, reason: str
             to_state,
             exc_info=True,
         )
+        return None

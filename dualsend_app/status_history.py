@@ -1,0 +1,159 @@
+"""Every status change of an order is a row: from, to, when, why, and who for an operator.
+
+An order's status moves only through `claim` (and begins with `record_created`), so the
+history cannot miss a move, and a move is recorded only when it happened:
+
+- `record_created(order)`: the creation row ("" → pending), one INSERT in the creation's
+  transaction;
+- `claim(order_id, from_statuses=..., to_status=..., reason=..., **changes)`: the
+  conditional UPDATE that moves the order (filter on the expected status, check that one
+  row changed) and its row, together. On PostgreSQL that is ONE statement, a
+  data-modifying CTE whose INSERT reads the UPDATE's RETURNING: no row when the claim
+  lost, and no BEGIN/COMMIT around it (settle and dispatch run once per order, on the hot
+  path; issue 8). Elsewhere (the SQLite demo) the same two statements in a transaction.
+
+The old status is never read back: each claim filters on exactly one status, the one the
+caller read first, so the row's `from_status` is the status the UPDATE replaced. When the
+caller allows several (settle takes pending or dispatched) and the first no longer holds
+(dispatch moved the order meanwhile), the next is tried: one more UPDATE, only then.
+"""
+
+import datetime
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import Model
+from django.db.models.sql import UpdateQuery
+from django.utils import timezone
+
+from .models import Order, OrderStatusChange
+
+# The staff user whose action moved the order (`request.user`); None for the service.
+Operator = AbstractBaseUser | None
+
+CREATED_REASON = "accepted: the order and its two sends saved"
+
+_MOVE_AND_RECORD_SQL = """
+WITH moved AS ({update} RETURNING {order_id})
+INSERT INTO {history} ({columns}) SELECT moved.{order_id}, {values} FROM moved
+"""
+
+
+def record_created(orders: Iterable[Order], *, reason: str = CREATED_REASON) -> None:
+    """The first row of each new order ("" → its status), in one INSERT; call it inside
+    the transaction that creates them."""
+    OrderStatusChange.objects.bulk_create(
+        [
+            OrderStatusChange(
+                order=order,
+                from_status="",
+                to_status=order.status,
+                at=order.created_at,
+                reason=reason,
+            )
+            for order in orders
+        ]
+    )
+
+
+def claim(
+    order_id: uuid.UUID | str,
+    *,
+    from_statuses: Sequence[str],
+    to_status: str,
+    reason: str,
+    by: Operator = None,
+    at: datetime.datetime | None = None,
+    **changes: Any,
+) -> bool:
+    """Move the order from one of `from_statuses` to `to_status`, with `changes`, and
+    record the move; True when this caller won.
+
+    Put the status the caller read first in `from_statuses`: it is tried first. `by`: the
+    operator whose action it is. `at`: the move's time (default now), also `updated_at`.
+    """
+    at = at or timezone.now()
+    by_user = operator_user(by)
+    row = {
+        "to_status": to_status,
+        "at": at,
+        "reason": reason,
+        "by": by_user.pk if by_user else None,
+        "by_username": by_user.get_username() if by_user else "",
+    }
+    values = {**changes, "status": to_status, "updated_at": at}
+    for from_status in dict.fromkeys(from_statuses):
+        if _move(order_id, from_status, values, row):
+            return True
+    return False
+
+
+def operator_user(by: Operator) -> AbstractBaseUser | None:
+    """The signed-in user of an operator's action; None for the service's own moves."""
+    return by if getattr(by, "is_authenticated", False) else None
+
+
+def ordered_from(as_read: str, allowed: Iterable[str]) -> list[str]:
+    """`allowed`, the status the caller read first (it is the likeliest to hold)."""
+    allowed = list(allowed)
+    return [as_read, *(s for s in allowed if s != as_read)] if as_read in allowed else allowed
+
+
+def _move(
+    order_id: uuid.UUID | str, from_status: str, values: dict[str, Any], row: dict[str, Any]
+) -> bool:
+    """One claim from exactly `from_status`, and its history row when it won."""
+    moving = Order.objects.filter(pk=order_id, status=from_status)
+    row = {"from_status": from_status, **row}
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            if moving.update(**values) != 1:
+                return False
+            OrderStatusChange.objects.create(
+                order_id=order_id, **{_attname(k): v for k, v in row.items()}
+            )
+            return True
+    query = moving.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    update_sql, update_params = query.get_compiler(connection=connection).as_sql()
+    columns, casts, insert_params = _typed_values(OrderStatusChange, row)
+    sql = _MOVE_AND_RECORD_SQL.format(
+        update=update_sql,
+        order_id=_column(Order, "id"),
+        history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
+        columns=", ".join([_column(OrderStatusChange, "order"), *columns]),
+        values=", ".join(casts),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*update_params, *insert_params])
+        return cursor.rowcount == 1
+
+
+def _attname(name: str) -> str:
+    """`by` is given as the user's id: the field's attribute is `by_id`."""
+    return OrderStatusChange._meta.get_field(name).attname
+
+
+def _column(model: type[Model], name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def _typed_values(
+    model: type[Model], values: dict[str, Any]
+) -> tuple[list[str], list[str], list[Any]]:
+    """Quoted columns, `CAST(%s AS <column type>)` placeholders and their values.
+
+    The values of an INSERT ... SELECT are a SELECT list, where PostgreSQL does not infer
+    a parameter's type from its column: each says its own.
+    """
+    columns, casts, params = [], [], []
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        db_type = (field.target_field if field.is_relation else field).db_type(connection)
+        columns.append(connection.ops.quote_name(field.column))
+        casts.append(f"CAST(%s AS {db_type})")
+        params.append(field.get_db_prep_save(value, connection))
+    return columns, casts, params
