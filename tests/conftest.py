@@ -23,6 +23,22 @@ from tests.processes import (
 )
 from tests.tcp_proxy import TcpProxy
 
+# Runs that bring a whole stack of their own (their own Redis, PostgreSQL, workers, web)
+# and share nothing with the session's: with `-n 2 --dist loadgroup` (scripts/test) they
+# go to one xdist process while every other test goes to the other, which alone starts
+# the session's simulators and worker on Redis database 9.
+STANDALONE_RUNS = {
+    "test_short_chaos_run_passes_with_redis_as_broker",
+    "test_short_chaos_run_passes_with_rabbitmq_as_broker",
+    "test_bench_runs_end_to_end_and_prints_its_figures",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = "standalone" if item.originalname in STANDALONE_RUNS else "session"
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def simulators():

@@ -430,6 +430,7 @@ def test_bench_runs_end_to_end_and_prints_its_figures(tmp_path, database_options
         "--levels", "10,20",
         "--paced-orders", "10",
         "--warmup", "2",
+        "--pause", "0.1",
         "--concurrency", "4",
         "--worker-concurrency", "4",
         "--inventory-ms", "20",

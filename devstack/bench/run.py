@@ -36,7 +36,6 @@ from .results import (
 from .systems import Dualsend, System
 
 WARMUP = "warmup"
-PAUSE_SECONDS = 1.0
 IDS_PER_QUERY = 500
 
 
@@ -48,6 +47,8 @@ class Plan:
     paced_orders: int
     paced_threads: int
     deadline: float  # time.monotonic() when everything stops
+    # Before each phase, so that the last one's tail is not this one's cost.
+    pause_seconds: float = 1.0
 
     @property
     def top_level(self) -> int:
@@ -134,7 +135,7 @@ class BenchRun:
         if time.monotonic() >= self.plan.deadline:
             self.skipped.append(f"{system.key} {phase}: --timeout reached")
             return None
-        time.sleep(PAUSE_SECONDS)
+        time.sleep(self.plan.pause_seconds)
         with self.sampler.phase() as peaks:
             before = cpu_snapshot(self.processes.current())
             samples = work()

@@ -79,6 +79,12 @@ class Command(BaseCommand):
         )
         add("--warmup", type=int, default=10, help="orders first, per system, not measured (10)")
         add(
+            "--pause",
+            type=float,
+            default=1.0,
+            help="seconds of quiet before each measured phase (1.0)",
+        )
+        add(
             "--concurrency",
             type=int,
             default=32,
@@ -149,6 +155,7 @@ class Command(BaseCommand):
             plan = Plan(
                 orders=options["orders"],
                 warmup=options["warmup"],
+                pause_seconds=options["pause"],
                 levels=levels,
                 paced_orders=options["paced_orders"],
                 paced_threads=options["concurrency"],
@@ -302,6 +309,7 @@ _OPTION_NAMES = (
     "levels",
     "paced_orders",
     "warmup",
+    "pause",
     "concurrency",
     "worker_pool",
     "worker_concurrency",
@@ -318,6 +326,8 @@ def _check_options(options: dict[str, Any]) -> tuple[int, ...]:
     for name in ("orders", "paced_orders", "concurrency"):
         if options[name] < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if options["pause"] < 0:
+        raise CommandError("--pause must be 0 or more")
     if options["warmup"] < 0:
         raise CommandError("--warmup must be 0 or more")
     if options["worker_concurrency"] is not None and options["worker_concurrency"] < 1:
