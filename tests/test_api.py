@@ -45,6 +45,10 @@ SEND_FIELDS = {
     "finished_at",
 }
 
+# A well-formed id that no order has; fixed, so that every test process collects the
+# same test ids (pytest-xdist requires it).
+NO_SUCH_ORDER = "00000000-0000-4000-8000-000000000404"
+
 
 # --- fixtures and helpers ---------------------------------------------------------------
 
@@ -715,8 +719,8 @@ def test_an_unexpected_error_answers_500_in_the_error_shape(client, monkeypatch)
     [
         ("put", ORDERS_URL, "GET, POST"),
         ("delete", ORDERS_URL, "GET, POST"),
-        ("delete", f"{ORDERS_URL}/{uuid.uuid4()}", "GET"),
-        ("post", f"{ORDERS_URL}/{uuid.uuid4()}", "GET"),
+        ("delete", f"{ORDERS_URL}/{NO_SUCH_ORDER}", "GET"),
+        ("post", f"{ORDERS_URL}/{NO_SUCH_ORDER}", "GET"),
     ],
 )
 def test_other_methods_answer_405_with_allow(client, method, path, allow):
@@ -790,7 +794,7 @@ def test_get_shows_send_progress_and_compensations(client):
     assert sends["payment.refund"]["error"] == "timeout"
 
 
-@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid", "123"])
+@pytest.mark.parametrize("order_id", [NO_SUCH_ORDER, "not-a-uuid", "123"])
 def test_get_an_unknown_or_malformed_id_answers_404(client, order_id):
     """No such order, or an id that is not a UUID: 404 `not_found`."""
     response = get_order(client, order_id)
