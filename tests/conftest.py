@@ -24,9 +24,9 @@ from tests.processes import (
 from tests.tcp_proxy import TcpProxy
 
 # Runs that bring a whole stack of their own (their own Redis, PostgreSQL, workers, web)
-# and share nothing with the session's: with `-n 2 --dist loadgroup` (scripts/test) they
-# go to one xdist process while every other test goes to the other, which alone starts
-# the session's simulators and worker on Redis database 9.
+# and share nothing with the session's. With `-n 2` (scripts/test) they go to one xdist
+# process while every other test goes to the other, which alone starts the session's
+# simulators and worker on Redis database 9.
 STANDALONE_RUNS = {
     "test_short_chaos_run_passes_with_redis_as_broker",
     "test_short_chaos_run_passes_with_rabbitmq_as_broker",
@@ -34,10 +34,17 @@ STANDALONE_RUNS = {
 }
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        group = "standalone" if item.originalname in STANDALONE_RUNS else "session"
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    # Our own two groups rather than `--dist loadgroup`: xdist 3.8 marks a group by
+    # rewriting `item._nodeid`, which pytest 9 no longer reads, so its groups are lost.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StandaloneRunsApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            name = nodeid.rpartition("::")[2].partition("[")[0]
+            return "standalone" if name in STANDALONE_RUNS else "session"
+
+    return StandaloneRunsApart(config, log)
 
 
 @pytest.fixture(scope="session")
