@@ -184,14 +184,18 @@ def show_where_to_look(
     say("\n[bold]Where to look[/]")
     login = f"[bold]{DEMO_USERNAME}[/] / [bold]{password}[/]"
     say(f"  admin      {stack.web_url}/admin/  login {login}")
+    say(f"  dashboard  {stack.web_url}/dashboard/  [dim](the same login)[/]")
     flower_login = f"[bold]{FLOWER_USER}[/] / [bold]{stack.flower_password}[/]"
     say(f"  flower     {stack.flower_url}/tasks  login {flower_login}")
     say("             [dim]search an order's id there: its sends, settle, compensations[/]")
     say(f"  metrics    {stack.web_url}/metrics")
+    say(f"  API docs   {stack.web_url}/api/docs  [dim](the contract: /api/schema)[/]")
     say(f"  API token  {stack.api_token}")
     if example:
         url = f"{stack.web_url}/api/orders/{example.order_id}"
         say(f"  an order   {url}  [dim]({example.kind}, {example.status})[/]")
+        admin_url = f"{stack.web_url}/admin/dualsend_app/order/{example.order_id}/change/"
+        say(f"             {admin_url}  [dim](its timeline)[/]")
         say(f"             curl -s -H 'Authorization: Bearer {stack.api_token}' '{url}?wait=5'")
     say(f"  logs       {stack.log_dir}/  [dim](partners, worker, beat, flower, web, redis)[/]")
     if options["keep_running"]:
