@@ -62,6 +62,10 @@ class Order(models.Model):
     # at the next sweep).
     redriven_at = models.DateTimeField(null=True, blank=True)
 
+    # Not a column: the sends `orders.create_order` saved with this order, in this process,
+    # so that the intake answers without reading back what it has just written.
+    new_sends: "list[Send] | None" = None
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [

@@ -70,6 +70,7 @@ def create_order(
         )
         if any(send.pk is None for send in sends):  # a database that returns no ids
             sends = None
+        order.new_sends = sends
         status_history.record_created([order])
         transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
     with log_context.bound(order_id=order.pk, correlation_id=correlation_id):

@@ -4,14 +4,18 @@ Datetimes are ISO 8601 with their UTC offset, or null. `payment_source` is maske
 """
 
 import datetime
+from collections.abc import Iterable
 from typing import Any
 
 from dualsend_app.masking import mask_payment_source
 from dualsend_app.models import Order, Send
 
 
-def order_to_dict(order: Order) -> dict[str, Any]:
-    """The order and its sends; prefetch `sends` to read them in one query."""
+def order_to_dict(order: Order, sends: Iterable[Send] | None = None) -> dict[str, Any]:
+    """The order and its sends (`sends`, else `order.sends`: prefetch them to read them in
+    one query)."""
+    if sends is None:
+        sends = order.sends.all()
     return {
         "id": str(order.pk),
         "status": order.status,
@@ -28,7 +32,7 @@ def order_to_dict(order: Order) -> dict[str, Any]:
             "payment_source": mask_payment_source(order.payload.get("payment_source")),
         },
         "url": order.get_absolute_url(),
-        "sends": [send_to_dict(send) for send in order.sends.all()],
+        "sends": [send_to_dict(send) for send in sends],
     }
 
 

@@ -128,10 +128,15 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
         client=client, key=key, payload=payload, correlation_id=request.request_id
     )
     log_context.bind(order_id=order.pk)
-    # Read it back: the chord was dispatched on commit, and a replay shows the order now.
-    order = _load(order.pk, client)
-    status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
-    response = JsonResponse(order_to_dict(order), status=status)
+    if outcome == idempotency.IntakeResult.CREATED and order.new_sends is not None:
+        # The order as this request saved it (pending, its sends not yet called): no read
+        # back of rows just written. GET shows how it moved on.
+        response = JsonResponse(order_to_dict(order, order.new_sends), status=202)
+    else:
+        # A replay shows the order as it stands now.
+        order = _load(order.pk, client)
+        status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
+        response = JsonResponse(order_to_dict(order), status=status)
     response["Location"] = order.get_absolute_url()
     return response
 
