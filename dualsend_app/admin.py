@@ -29,6 +29,18 @@ from .models import Attempt, Order, Redrive, Send
 # Django discovers this module only: the circuit breakers' pages register on import.
 from .resilience import admin as resilience_admin  # noqa: F401
 
+# What an attempt shows, on its order's page and on its own.
+ATTEMPT_FIELDS = (
+    "number",
+    "started_at",
+    "duration_ms",
+    "status_code",
+    "outcome",
+    "error",
+    "will_retry",
+    "retry_in_seconds",
+)
+
 
 def milliseconds_between(
     start: datetime.datetime | None, end: datetime.datetime | None
@@ -100,16 +112,7 @@ class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     model = Attempt
     extra = 0
-    fields = readonly_fields = (
-        "number",
-        "started_at",
-        "duration_ms",
-        "status_code",
-        "outcome",
-        "error",
-        "will_retry",
-        "retry_in_seconds",
-    )
+    fields = readonly_fields = ATTEMPT_FIELDS
 
 
 class RedriveInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -378,18 +381,7 @@ class AttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Newest first by primary key: the attempt table's own index, no sort of its rows.
     ordering = ("-id",)
     list_per_page = 100
-    fields = readonly_fields = (
-        "send_link",
-        "order_link",
-        "number",
-        "started_at",
-        "duration_ms",
-        "status_code",
-        "outcome",
-        "error",
-        "will_retry",
-        "retry_in_seconds",
-    )
+    fields = readonly_fields = ("send_link", "order_link", *ATTEMPT_FIELDS)
 
     @admin.display(description="order")
     def order_link(self, attempt: Attempt) -> str:

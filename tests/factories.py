@@ -74,3 +74,23 @@ def stranded_order(
             finished_at=created if finished else None,
         )
     return order
+
+
+def needs_attention_order() -> tuple[Order, Send]:
+    """Charged, stock declined, and the refund ran out of retries."""
+    order = create_order(header_sends=False, status=Order.Status.NEEDS_ATTENTION)
+    create_send(
+        order,
+        Send.Operation.INVENTORY_RESERVE,
+        status=Send.Status.FAILED,
+        failure_kind=Send.FailureKind.DECLINED,
+    )
+    create_send(order, Send.Operation.PAYMENT_CHARGE, status=Send.Status.SUCCEEDED)
+    refund = create_send(
+        order,
+        Send.Operation.PAYMENT_REFUND,
+        status=Send.Status.FAILED,
+        failure_kind=Send.FailureKind.UNKNOWN,
+        attempts=10,
+    )
+    return order, refund

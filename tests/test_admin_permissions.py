@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from dualsend_app import enqueue
 from dualsend_app.models import Order, Send
-from tests.factories import create_order, create_send
+from tests.factories import needs_attention_order
 
 pytestmark = pytest.mark.django_db
 
@@ -36,26 +36,6 @@ def log_in_staff(client, *codenames):
     )
     client.force_login(user)
     return user
-
-
-def needs_attention_order():
-    """Charged, stock declined, and the refund ran out of retries: its refund, too."""
-    order = create_order(header_sends=False, status=Order.Status.NEEDS_ATTENTION)
-    create_send(
-        order,
-        Send.Operation.INVENTORY_RESERVE,
-        status=Send.Status.FAILED,
-        failure_kind=Send.FailureKind.DECLINED,
-    )
-    create_send(order, Send.Operation.PAYMENT_CHARGE, status=Send.Status.SUCCEEDED)
-    refund = create_send(
-        order,
-        Send.Operation.PAYMENT_REFUND,
-        status=Send.Status.FAILED,
-        failure_kind=Send.FailureKind.UNKNOWN,
-        attempts=10,
-    )
-    return order, refund
 
 
 def post_redrive(client, order):

@@ -23,7 +23,7 @@ from dualsend_app.models import BreakerTransition, Order, OrderStatusChange, Red
 from dualsend_app.partners.outcomes import AnswerOutcome
 from dualsend_app.resilience import breaker, gate
 from dualsend_app.resilience.redis_client import get_redis
-from tests.factories import create_attempt, create_order, create_send
+from tests.factories import create_attempt, create_order, create_send, needs_attention_order
 from tests.helpers import own_redis_keys
 
 pytestmark = pytest.mark.django_db
@@ -57,26 +57,6 @@ def staff(*codenames, client=None):
     client = client or Client()
     client.force_login(user)
     return user, client
-
-
-def needs_attention_order():
-    """Charged, stock declined, and the refund ran out of retries."""
-    order = create_order(header_sends=False, status=Order.Status.NEEDS_ATTENTION)
-    create_send(
-        order,
-        Send.Operation.INVENTORY_RESERVE,
-        status=Send.Status.FAILED,
-        failure_kind=Send.FailureKind.DECLINED,
-    )
-    create_send(order, Send.Operation.PAYMENT_CHARGE, status=Send.Status.SUCCEEDED)
-    refund = create_send(
-        order,
-        Send.Operation.PAYMENT_REFUND,
-        status=Send.Status.FAILED,
-        failure_kind=Send.FailureKind.UNKNOWN,
-        attempts=10,
-    )
-    return order, refund
 
 
 def post_redrive(client, order, django_capture_on_commit_callbacks):
