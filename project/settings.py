@@ -445,15 +445,18 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Flower and task events ---------------------------------------------------------------
 # Flower (`celery -A project flower`, README "Flower") builds its task list from task
-# events: a plain `celery -A project worker` sends them without -E, and whoever publishes a
-# task (web, sweeper, a worker retrying) sends its task-sent event, so a task shows up as
-# soon as it is queued, not only once a worker takes it. Each is one small message on the
-# broker's event exchange, dropped when no monitor listens. Every task of an order carries
-# the order id in its kwargs as events show them (dualsend_app/enqueue.py), so searching
-# Flower for an order's id lists them all. Flower's own options (basic auth, address, port)
-# are FLOWER_* variables that Flower reads itself; project/flower.py sets its defaults.
+# events: a plain `celery -A project worker` sends them without -E (received, started,
+# retried, succeeded, failed), so a task shows up as soon as a worker takes it. Every task
+# of an order carries the order id in its kwargs as events show them
+# (dualsend_app/enqueue.py), so searching Flower for an order's id lists them all. Flower's
+# own options (basic auth, address, port) are FLOWER_* variables that Flower reads itself;
+# project/flower.py sets its defaults.
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# The task-sent event, from whoever publishes a task (web, sweeper, a worker retrying),
+# shows a task while it still waits in its queue. It is one more broker message per task
+# published, on the web's path of every order (a fifth of the chord's publishing CPU,
+# measured with `manage.py bench`): off unless asked for.
+CELERY_TASK_SEND_SENT_EVENT = env.bool("DUALSEND_TASK_SENT_EVENTS", default=False)
 
 # --- Prometheus metrics -------------------------------------------------------------------
 # GET /metrics on the web process is the one scrape target of a one-host deployment: every
