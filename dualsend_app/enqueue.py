@@ -12,8 +12,6 @@ from collections.abc import Iterable
 
 from celery import chord, signature
 from celery.canvas import Signature
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import status_history, tracing
@@ -58,13 +56,15 @@ def mark_dispatched(order_id: uuid.UUID | str) -> None:
     that happens in that case only.
     """
     now = timezone.now()
+    # A pending order was never marked dispatched (the mark moves it on, and nothing
+    # moves an order back to pending): this is its first dispatch time.
     moved = status_history.claim(
         order_id,
         from_statuses=(Order.Status.PENDING,),
         to_status=Order.Status.DISPATCHED,
         reason="the chord is with the broker",
         at=now,
-        dispatched_at=Coalesce(F("dispatched_at"), now),
+        dispatched_at=now,
     )
     if not moved:
         Order.objects.filter(pk=order_id, dispatched_at__isnull=True).update(

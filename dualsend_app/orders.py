@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, log_context, metrics, order_events, status_history
+from . import enqueue, log_context, metrics, order_events, row_reads, status_history
 from .models import Order, Redrive, Send
 from .partners import clients
 
@@ -126,10 +126,9 @@ def settle(
     `why` goes in front of the reason (an expiry, an operator's re-drive); an order not
     in `from_statuses` was settled already. `by`: the operator whose action it is.
     """
-    order = Order.objects.get(pk=order_id)
+    order, headers = row_reads.order_with_headers(order_id)  # one query
     if order.status not in from_statuses:
         return SettleResult.ALREADY_SETTLED
-    headers = list(order.sends.filter(operation__in=Send.HEADER_OPERATIONS))
     if not all(send.is_final for send in headers):
         return SettleResult.NOT_READY
     if all(send.status == Send.Status.SUCCEEDED for send in headers):

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import metrics, retry_policy, send_rows
+from . import metrics, retry_policy, row_reads, send_rows
 from .models import Send
 from .partners import clients, http
 from .partners.clients import PartnerResult
@@ -71,7 +71,7 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     if kept_answer is not None:
         return record_kept_answer(send_id, kept_answer)
     now = timezone.now()
-    send = Send.objects.select_related("order").get(pk=send_id)
+    send = row_reads.send_with_order(send_id)
     if send.is_final:
         return NextStep(status=send.status)  # a duplicate delivery: nothing to do
     if send.order.status not in send.order_statuses_taking_it:
@@ -316,7 +316,7 @@ def keep_answer(call: CallMade) -> dict[str, Any]:
 
 def record_kept_answer(send_id: int, kept: dict[str, Any]) -> NextStep:
     """Record an answer kept across a retry: the partner is not called again."""
-    send = Send.objects.select_related("order").get(pk=send_id)
+    send = row_reads.send_with_order(send_id)
     answer = http.WireAnswer.from_json(kept["answer"])
     return record_attempt(
         CallMade(

@@ -26,7 +26,7 @@ from typing import Any
 from django.db import IntegrityError, OperationalError
 from psycopg.errors import LockNotAvailable
 
-from dualsend_app import log_context, orders
+from dualsend_app import log_context, orders, row_reads
 from dualsend_app.models import Order
 
 from . import errors
@@ -102,7 +102,7 @@ def create_or_replay(
 
 
 def _find(client: str, key: str) -> Order | None:
-    return Order.objects.filter(client=client, idempotency_key=key).first()
+    return row_reads.order_by_key(client, key)
 
 
 def _replay(order: Order, request_fingerprint: str) -> tuple[IntakeResult, Order]:

@@ -18,12 +18,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from dualsend_app import log_context, order_events
-from dualsend_app.models import Order
+from dualsend_app import log_context, order_events, row_reads
+from dualsend_app.models import Order, Send
 
 from . import auth, client_limits, errors, idempotency, listing, validation
 from .serializers import order_to_dict
@@ -134,9 +133,9 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
         response = JsonResponse(order_to_dict(order, order.new_sends), status=202)
     else:
         # A replay shows the order as it stands now.
-        order = _load(order.pk, client)
+        order, sends = row_reads.order_with_sends(order.pk, client) or (order, None)
         status = 202 if outcome == idempotency.IntakeResult.CREATED else 200
-        response = JsonResponse(order_to_dict(order), status=status)
+        response = JsonResponse(order_to_dict(order, sends), status=status)
     response["Location"] = order.get_absolute_url()
     return response
 
@@ -156,27 +155,22 @@ def order_detail(request: HttpRequest, order_id: str) -> JsonResponse:
         pk = uuid.UUID(order_id)
     except ValueError:
         raise errors.not_found() from None
-    # The sends are read once, with the order as it is answered: not before a wait.
-    order = Order.objects.filter(pk=pk, client=client).first()
-    if order is None:
+    found = row_reads.order_with_sends(pk, client)  # one query, filtered by the client
+    if found is None:
         raise errors.not_found()
+    order, sends = found
     if wait > 0 and not order.is_final:
         with client_limits.wait_slots.slot() as may_wait:
             if may_wait:
-                order = _wait_until_final(order, wait)
+                order, sends = _wait_until_final(order, wait) or (order, sends)
             else:
                 logger.info("?wait holders at their cap: answered at once")
-    prefetch_related_objects([order], "sends")  # nothing to do when the wait read them
-    return JsonResponse(order_to_dict(order))
+    return JsonResponse(order_to_dict(order, sends))
 
 
-def _load(pk: uuid.UUID, client: str) -> Order | None:
-    """The client's order with its sends; None for an unknown id and another client's."""
-    return Order.objects.prefetch_related("sends").filter(pk=pk, client=client).first()
-
-
-def _wait_until_final(order: Order, seconds: float) -> Order:
-    """Wait until the order is final or `seconds` passed; the order then.
+def _wait_until_final(order: Order, seconds: float) -> tuple[Order, list[Send]] | None:
+    """Wait until the order is final or `seconds` passed; the order and its sends then
+    (None if it is gone).
 
     Woken by settle's message (`order_events`), with a slow poll in case it is lost.
     Each look is its own autocommit query, so it sees what other processes committed
@@ -197,7 +191,7 @@ def _wait_until_final(order: Order, seconds: float) -> Order:
             if listener.wait(remaining):
                 break  # settle's message: the order is final, read once below
             status = _current_status(order.pk)
-    return _load(order.pk, order.client) or order
+    return row_reads.order_with_sends(order.pk, order.client)
 
 
 def _current_status(pk: uuid.UUID) -> str:
