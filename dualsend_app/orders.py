@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, log_context, metrics, order_events, row_reads, status_history
+from . import enqueue, log_context, metrics, order_events, order_rows, row_reads, status_history
 from .models import Order, Redrive, Send
 from .partners import clients
 
@@ -55,23 +55,22 @@ def create_order(
     PostgreSQL gives up (`LockNotAvailable`) and the caller answers 409, retry shortly,
     rather than holding a web thread for as long as the first request takes.
     """
-    with transaction.atomic():
-        _bound_lock_waits(settings.DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS)
-        order = Order.objects.create(
-            client=client,
-            idempotency_key=idempotency_key,
-            request_fingerprint=fingerprint,
-            payload=payload,
-            correlation_id=correlation_id,
+    order = Order(
+        client=client,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        payload=payload,
+        correlation_id=correlation_id,
+    )
+    sends = [_new_send(order, operation) for operation in Send.HEADER_OPERATIONS]
+    # One statement, atomic on its own (order_rows.py); in a batch's transaction, a
+    # savepoint, so that this order's failure leaves the others.
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        order_rows.insert(
+            order, sends, lock_timeout_seconds=settings.DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS
         )
-        # One INSERT for both sends (bulk_create skips save(): the partner is set here).
-        sends = Send.objects.bulk_create(
-            [_new_send(order, operation) for operation in Send.HEADER_OPERATIONS]
-        )
-        if any(send.pk is None for send in sends):  # a database that returns no ids
-            sends = None
         order.new_sends = sends
-        status_history.record_created([order])
+        # Once committed (at once, outside a transaction): the chord goes to the broker.
         transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
     with log_context.bound(order_id=order.pk, correlation_id=correlation_id):
         logger.info("order created")
@@ -83,14 +82,6 @@ def _dispatch(order: Order, sends: list[Send] | None) -> None:
     them): a batch commits many orders at once, each dispatched as itself."""
     with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
         enqueue.dispatch_order(order.pk, sends=sends)
-
-
-def _bound_lock_waits(seconds: float) -> None:
-    """PostgreSQL: no statement of this transaction waits longer than this for a lock."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            timeout = f"{seconds * 1000:.0f}ms"
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
 
 
 def _new_send(order: Order, operation: str) -> Send:

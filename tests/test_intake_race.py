@@ -2,12 +2,14 @@
 is still being created (its order inserted, its transaction not yet committed): a replay
 when the first commits within the intake's lock timeout, a 409 when it does not.
 
-No code of ours is replaced: the first request is held inside its own transaction by a
-`post_save` receiver, and PostgreSQL is asked whether the second request is waiting on the
-first one's lock. What happens then is what `dualsend_app/api/idempotency.py` says: the
-second insert waits for the first to commit (at most DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS),
-fails on the unique key, reads the first order and answers it as a replay (200); past the
-timeout it gives up and answers 409 idempotency_in_progress, retry shortly.
+No code of ours is replaced: the first request is held inside its own statement, its order
+inserted and not yet committed, by a trigger that waits on an advisory lock the test holds
+(the order's rows are one statement: `dualsend_app/order_rows.py`), and PostgreSQL is
+asked whether the second request is waiting on the first one's row. What happens then is
+what `dualsend_app/api/idempotency.py` says: the second insert waits for the first to
+commit (at most DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS), fails on the unique key, reads the
+first order and answers it as a replay (200); past the timeout it gives up and answers
+409 idempotency_in_progress, retry shortly.
 """
 
 import threading
@@ -15,7 +17,6 @@ import time
 
 import pytest
 from django.db import connection, connections
-from django.db.models.signals import post_save
 from django.test import Client
 
 from dualsend_app.models import Order
@@ -44,23 +45,50 @@ def dispatched(monkeypatch):
     return calls
 
 
+HOLD_LOCK = 80_08  # the advisory lock the trigger waits on
+_HOLD_TRIGGER = """
+CREATE FUNCTION test_hold_first_request() RETURNS trigger LANGUAGE plpgsql
+SET lock_timeout = 0  -- the hold is the test's, not a wait the intake bounds
+AS $$
+BEGIN
+    IF NEW.correlation_id = '{first}' THEN
+        PERFORM pg_advisory_lock_shared({lock});
+        PERFORM pg_advisory_unlock_shared({lock});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_hold_first_request AFTER INSERT ON dualsend_app_order
+    FOR EACH ROW EXECUTE FUNCTION test_hold_first_request();
+"""
+_DROP_TRIGGER = """
+DROP TRIGGER IF EXISTS test_hold_first_request ON dualsend_app_order;
+DROP FUNCTION IF EXISTS test_hold_first_request();
+"""
+
+
 @pytest.fixture
 def first_request_held():
-    """(held, release): the first request's transaction stops right after its order's
-    INSERT, sets `held`, and commits only once `release` is set."""
-    held, release = threading.Event(), threading.Event()
+    """(held, release): the first request's order, once inserted, waits (uncommitted)
+    until `release()`; `held()` says whether it is waiting."""
+    holder = connections.create_connection("default")  # the test's own session
+    with holder.cursor() as cursor:
+        cursor.execute(_HOLD_TRIGGER.format(first=FIRST, lock=HOLD_LOCK))
+        cursor.execute("SELECT pg_advisory_lock(%s)", [HOLD_LOCK])
 
-    def hold(sender, instance, created, **kwargs):
-        if created and instance.correlation_id == FIRST:
-            held.set()
-            release.wait(timeout=WAIT_SECONDS)
+    def held():
+        return sessions_waiting("advisory") == 1
 
-    post_save.connect(hold, sender=Order, weak=False, dispatch_uid="hold-first-request")
+    def release():
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_all()")
+
     try:
         yield held, release
     finally:
-        release.set()
-        post_save.disconnect(sender=Order, dispatch_uid="hold-first-request")
+        release()
+        with holder.cursor() as cursor:
+            cursor.execute(_DROP_TRIGGER)
+        holder.close()
 
 
 def post_in_thread(request_id, answers):
@@ -85,13 +113,15 @@ def post_in_thread(request_id, answers):
     return thread
 
 
-def sessions_waiting_to_insert_an_order():
-    """Other sessions blocked on a lock while inserting an order (seen by PostgreSQL)."""
+def sessions_waiting(event):
+    """Other sessions blocked on a lock of this kind ("advisory"; "transactionid": an
+    uncommitted row of another session's), as PostgreSQL sees them."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO %%dualsend_app_order%%'"
+            " AND wait_event_type = 'Lock' AND wait_event = %s",
+            [event],
         )
         return cursor.fetchone()[0]
 
@@ -111,12 +141,12 @@ def test_a_duplicate_meeting_the_first_request_uncommitted_waits_then_replays_it
     held, release = first_request_held
     answers = {}
     first = post_in_thread(FIRST, answers)
-    assert held.wait(timeout=WAIT_SECONDS), "the first request never inserted its order"
+    wait_until(held, "the first request to insert its order")
 
     second = post_in_thread(SECOND, answers)
-    wait_until(lambda: sessions_waiting_to_insert_an_order() == 1, "the second to block")
+    wait_until(lambda: sessions_waiting("transactionid") == 1, "the second to block")
     assert SECOND not in answers  # it waits: nothing answered while the first is open
-    release.set()
+    release()
     first.join(timeout=WAIT_SECONDS)
     second.join(timeout=WAIT_SECONDS)
 
@@ -138,11 +168,11 @@ def test_a_duplicate_meeting_the_first_request_open_past_the_lock_timeout_answer
     held, release = first_request_held
     answers = {}
     first = post_in_thread(FIRST, answers)
-    assert held.wait(timeout=WAIT_SECONDS), "the first request never inserted its order"
+    wait_until(held, "the first request to insert its order")
 
     second = post_in_thread(SECOND, answers)
     second.join(timeout=WAIT_SECONDS)
-    release.set()
+    release()
     first.join(timeout=WAIT_SECONDS)
 
     assert answers[SECOND].status_code == 409, answers[SECOND].content
