@@ -20,6 +20,7 @@ statements, in a transaction. The instances given are filled as `save()` would f
 (`pre_save`: defaults, `auto_now`), and are saved instances afterwards.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -60,29 +61,16 @@ def insert(order: Order, sends: Sequence[Send], *, lock_timeout_seconds: float) 
         at=order.created_at,
         reason=status_history.CREATED_REASON,
     )
-    order_fields = Order._meta.concrete_fields
-    send_fields, history_fields = _fields_after_order(Send), _fields_after_order(OrderStatusChange)
-    order_values, order_params = _insert_values(order, order_fields)
-    send_rows, send_params = [], []
-    for send in sends:
-        values, params = _insert_values(send, send_fields)
-        send_rows.append(f"({values})")
-        send_params.extend(params)
-    history_values, history_params = _insert_values(history, history_fields)
-    sql = _CREATE_SQL.format(
-        order=_quoted(Order._meta.db_table),
-        order_columns=_columns_of(order_fields),
-        order_values=order_values,
-        send=_quoted(Send._meta.db_table),
-        send_columns=_columns_of([Send._meta.get_field("order"), *send_fields]),
-        send_rows=", ".join(send_rows),
-        history=_quoted(OrderStatusChange._meta.db_table),
-        history_columns=_columns_of([OrderStatusChange._meta.get_field("order"), *history_fields]),
-        history_values=history_values,
-    )
+    send_params = [param for send in sends for param in _values(send, _SEND_FIELDS)]
     lock_timeout = f"{lock_timeout_seconds * 1000:.0f}ms"
+    params = [
+        lock_timeout,
+        *_values(order, Order._meta.concrete_fields),
+        *send_params,
+        *_values(history, _HISTORY_FIELDS),
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [lock_timeout, *order_params, *send_params, *history_params])
+        cursor.execute(_statement(len(sends)), params)
         ids = {operation: pk for pk, operation in cursor.fetchall()}
     order._state.adding = False
     for send in sends:
@@ -96,6 +84,27 @@ def _fields_after_order(model: type[Model]) -> list[Field]:
     return [field for field in model._meta.concrete_fields if field.name not in ("id", "order")]
 
 
+_SEND_FIELDS = _fields_after_order(Send)
+_HISTORY_FIELDS = _fields_after_order(OrderStatusChange)
+
+
+@functools.cache
+def _statement(sends: int) -> str:
+    """The statement for an order with this many sends, built once (PostgreSQL only)."""
+    send_row = f"({_casts(_SEND_FIELDS)})"
+    return _CREATE_SQL.format(
+        order=_quoted(Order._meta.db_table),
+        order_columns=_columns_of(Order._meta.concrete_fields),
+        order_values=_casts(Order._meta.concrete_fields),
+        send=_quoted(Send._meta.db_table),
+        send_columns=_columns_of([Send._meta.get_field("order"), *_SEND_FIELDS]),
+        send_rows=", ".join([send_row] * sends),
+        history=_quoted(OrderStatusChange._meta.db_table),
+        history_columns=_columns_of([OrderStatusChange._meta.get_field("order"), *_HISTORY_FIELDS]),
+        history_values=_casts(_HISTORY_FIELDS),
+    )
+
+
 def _insert_with_orm(order: Order, sends: Sequence[Send]) -> None:
     with transaction.atomic():
         order.save(force_insert=True)
@@ -104,17 +113,19 @@ def _insert_with_orm(order: Order, sends: Sequence[Send]) -> None:
         status_history.record_created([order])
 
 
-def _insert_values(instance: Model, fields: Sequence[Field]) -> tuple[str, list[Any]]:
-    """`CAST(%s AS <type>)` placeholders and the values `save()` would write. A SELECT
-    list (and a VALUES row in one) does not take a parameter's type from the column it
-    goes to: each says its own."""
-    casts, params = [], []
-    for field in fields:
-        value = field.pre_save(instance, True)  # defaults, auto_now, as save() fills them
-        db_type = (field.target_field if field.is_relation else field).db_type(connection)
-        casts.append(f"CAST(%s AS {_cast_type(db_type)})")
-        params.append(field.get_db_prep_save(value, connection))
-    return ", ".join(casts), params
+def _values(instance: Model, fields: Sequence[Field]) -> list[Any]:
+    """The values `save()` would write (`pre_save`: defaults, auto_now), as the database
+    takes them."""
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+
+
+def _casts(fields: Sequence[Field]) -> str:
+    """`CAST(%s AS <type>)` placeholders. A SELECT list (and a VALUES row in one) does not
+    take a parameter's type from the column it goes to: each says its own."""
+    return ", ".join(
+        f"CAST(%s AS {_cast_type((f.target_field if f.is_relation else f).db_type(connection))})"
+        for f in fields
+    )
 
 
 def _cast_type(db_type: str) -> str:

@@ -19,13 +19,14 @@ caller allows several (settle takes pending or dispatched) and the first no long
 """
 
 import datetime
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -119,18 +120,17 @@ def _move(
                 order_id=order_id, **{_attname(k): v for k, v in row.items()}
             )
             return True
-    update_sql, update_params = _update_sql(values)
-    columns, casts, insert_params = _typed_values(OrderStatusChange, row)
-    sql = _MOVE_AND_RECORD_SQL.format(
-        update=update_sql,
-        order_id=_column(Order, "id"),
-        history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
-        columns=", ".join([_column(OrderStatusChange, "order"), *columns]),
-        values=", ".join(casts),
-    )
+    if any(hasattr(value, "resolve_expression") for value in values.values()):
+        update_sql, update_params = _update_by_orm(values)
+        sql = _move_and_record_sql(update_sql, tuple(row))
+    else:
+        sql = _move_and_record_sql(_plain_update_sql(tuple(values)), tuple(row))
+        update_params = _prepared(Order, values)
     order_pk = Order._meta.pk.get_db_prep_value(order_id, connection)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*update_params, order_pk, from_status, *insert_params])
+        cursor.execute(
+            sql, [*update_params, order_pk, from_status, *_prepared(OrderStatusChange, row)]
+        )
         return cursor.rowcount == 1
 
 
@@ -143,44 +143,56 @@ def _column(model: type[Model], name: str) -> str:
     return connection.ops.quote_name(model._meta.get_field(name).column)
 
 
-def _update_sql(values: dict[str, Any]) -> tuple[str, list[Any]]:
-    """`UPDATE order SET ... WHERE id = %s AND status = %s` and the SET's parameters.
+@functools.cache
+def _move_and_record_sql(update_sql: str, row_fields: tuple[str, ...]) -> str:
+    """The claim and its history row as one statement, for these columns of the row; built
+    once per shape (settle's, dispatch's, ...), not per order."""
+    fields = [OrderStatusChange._meta.get_field(name) for name in row_fields]
+    return _MOVE_AND_RECORD_SQL.format(
+        update=update_sql,
+        order_id=_column(Order, "id"),
+        history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
+        columns=", ".join([_column(OrderStatusChange, "order"), *(_quoted(f) for f in fields)]),
+        # An INSERT ... SELECT's values are a SELECT list, where PostgreSQL does not infer a
+        # parameter's type from its column: each says its own.
+        values=", ".join(f"CAST(%s AS {_db_type(field)})" for field in fields),
+    )
 
-    Plain values (settle's, dispatch's: every order) are written out; an expression (an
-    operator's re-drive counts with F()) goes through the ORM's compiler."""
-    if any(hasattr(value, "resolve_expression") for value in values.values()):
-        query = Order.objects.filter(pk=_ID, status=_STATUS).query.chain(UpdateQuery)
-        query.add_update_values(values)
-        sql, params = query.get_compiler(connection=connection).as_sql()
-        # The filter's two parameters are the last: the caller gives them.
-        return sql, list(params[:-2])
-    assignments, params = [], []
-    for name, value in values.items():
-        field = Order._meta.get_field(name)
-        assignments.append(f"{connection.ops.quote_name(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    sql = _UPDATE_SQL.format(
+
+@functools.cache
+def _plain_update_sql(names: tuple[str, ...]) -> str:
+    """`UPDATE order SET <names> = %s ... WHERE id = %s AND status = %s`, built once."""
+    assignments = (f"{_quoted(Order._meta.get_field(name))} = %s" for name in names)
+    return _UPDATE_SQL.format(
         order=connection.ops.quote_name(Order._meta.db_table),
         assignments=", ".join(assignments),
         order_id=_column(Order, "id"),
         status=_column(Order, "status"),
     )
-    return sql, params
 
 
-def _typed_values(
-    model: type[Model], values: dict[str, Any]
-) -> tuple[list[str], list[str], list[Any]]:
-    """Quoted columns, `CAST(%s AS <column type>)` placeholders and their values.
+def _update_by_orm(values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The UPDATE and the SET's parameters, by the ORM's compiler: for an expression (an
+    operator's re-drive counts with F()); settle's and dispatch's plain values, every
+    order's, are written out (`_plain_update_sql`)."""
+    query = Order.objects.filter(pk=_ID, status=_STATUS).query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    # The filter's two parameters are the last: the caller gives them.
+    return sql, list(params[:-2])
 
-    The values of an INSERT ... SELECT are a SELECT list, where PostgreSQL does not infer
-    a parameter's type from its column: each says its own.
-    """
-    columns, casts, params = [], [], []
-    for name, value in values.items():
-        field = model._meta.get_field(name)
-        db_type = (field.target_field if field.is_relation else field).db_type(connection)
-        columns.append(connection.ops.quote_name(field.column))
-        casts.append(f"CAST(%s AS {db_type})")
-        params.append(field.get_db_prep_save(value, connection))
-    return columns, casts, params
+
+def _prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
+    """Each value as the database takes it, by field name."""
+    return [
+        model._meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in values.items()
+    ]
+
+
+def _quoted(field: Field) -> str:
+    return connection.ops.quote_name(field.column)
+
+
+def _db_type(field: Field) -> str:
+    return (field.target_field if field.is_relation else field).db_type(connection)
