@@ -108,8 +108,18 @@ def celery_worker(stack_env, simulators, django_db_blocker):
     worker.start()
     beat = start_process(
         "beat",
-        [sys.executable, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
-         "--schedule", str(LOG_DIR / "celerybeat-schedule")],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(LOG_DIR / "celerybeat-schedule"),
+        ],
         env,
     )
     try:
@@ -149,6 +159,16 @@ def broker_proxy():
     """The test process's way to the broker, to cut (the worker's stays up)."""
     yield environment.BROKER_PROXY
     environment.BROKER_PROXY.ensure_up()
+
+
+@pytest.fixture
+def dispatched(monkeypatch):
+    """The order ids handed to the broker once committed, recorded instead of published."""
+    calls = []
+    monkeypatch.setattr(
+        "dualsend_app.enqueue.dispatch_order", lambda order_id, sends=None: calls.append(order_id)
+    )
+    return calls
 
 
 @pytest.fixture

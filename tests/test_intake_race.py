@@ -22,7 +22,7 @@ from django.test import Client
 from dualsend_app.models import Order
 from tests.helpers import order_body
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("dispatched")]
 
 KEY = "one-key-two-requests"
 FIRST, SECOND = "first-request", "second-request"
@@ -33,16 +33,6 @@ WAIT_SECONDS = 15
 def postgresql_only():
     if connection.vendor != "postgresql":
         pytest.skip("needs row locks between sessions: SQLite serialises whole transactions")
-
-
-@pytest.fixture(autouse=True)
-def dispatched(monkeypatch):
-    """The order ids handed to the broker on commit, instead of a broker."""
-    calls = []
-    monkeypatch.setattr(
-        "dualsend_app.enqueue.dispatch_order", lambda order_id, sends=None: calls.append(order_id)
-    )
-    return calls
 
 
 HOLD_LOCK = 80_08  # the advisory lock the trigger waits on

@@ -12,17 +12,7 @@ from dualsend_app import orders, status_history
 from dualsend_app.models import Order, OrderStatusChange, Send
 from tests.helpers import new_request_id, order_body
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def dispatched(monkeypatch):
-    """The order ids handed to the broker once committed, instead of a broker."""
-    calls = []
-    monkeypatch.setattr(
-        "dualsend_app.enqueue.dispatch_order", lambda order_id, sends=None: calls.append(order_id)
-    )
-    return calls
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("dispatched")]
 
 
 def create(key=""):
