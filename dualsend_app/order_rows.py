@@ -21,7 +21,6 @@ statements, in a transaction. The instances given are filled as `save()` would f
 """
 
 import functools
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,18 +119,7 @@ def _values(instance: Model, fields: Sequence[Field]) -> list[Any]:
 
 
 def _casts(fields: Sequence[Field]) -> str:
-    """`CAST(%s AS <type>)` placeholders. A SELECT list (and a VALUES row in one) does not
-    take a parameter's type from the column it goes to: each says its own."""
-    return ", ".join(
-        f"CAST(%s AS {_cast_type((f.target_field if f.is_relation else f).db_type(connection))})"
-        for f in fields
-    )
-
-
-def _cast_type(db_type: str) -> str:
-    """The type a value is cast to: varchar without its length, so that a value too long
-    fails the INSERT as it would through the ORM (a cast to varchar(n) truncates)."""
-    return re.sub(r"^varchar\(\d+\)$", "varchar", db_type)
+    return ", ".join(status_history.typed_placeholder(field) for field in fields)
 
 
 def _columns_of(fields: Sequence[Field]) -> str:

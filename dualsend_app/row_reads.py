@@ -9,7 +9,7 @@
 * `order_with_sends(order_id, client)`: a client's order and all its sends, for each
   `GET /api/orders/<id>` (and `?wait`): one round trip where the ORM took two.
 
-Both give the same model instances the ORM would (`Model.from_db`, every field's own
+Each gives the same model instances the ORM would (`Model.from_db`, every field's own
 converters applied, the send's `order` cached as `select_related` does). The ORM spent
 more CPU building these statements than PostgreSQL spent running them (py-spy on the
 workers during `manage.py bench`), like the writes in `send_rows.py`; everything else
@@ -153,10 +153,13 @@ def send_with_order(send_id: int) -> Send:
 def order_with_headers(order_id: uuid.UUID | str) -> tuple[Order, list[Send]]:
     """The order and its header sends, in creation order; Order.DoesNotExist if none (an
     order always has its header sends: they are created with it, in one transaction)."""
-    return _order_and_sends(
+    found = _order_and_sends(
         _statements().order_with_headers,
         [Order._meta.pk.get_db_prep_value(order_id, connection), *Send.HEADER_OPERATIONS],
-    ) or _no_order(order_id)
+    )
+    if found is None:
+        raise Order.DoesNotExist(f"no order {order_id}")
+    return found
 
 
 def order_with_sends(order_id: uuid.UUID | str, client: str) -> tuple[Order, list[Send]] | None:
@@ -185,7 +188,3 @@ def _order_and_sends(sql: str, params: list[Any]) -> tuple[Order, list[Send]] | 
         order_field.set_cached_value(send, order)
         sends.append(send)
     return order, sends
-
-
-def _no_order(order_id: uuid.UUID | str) -> tuple[Order, list[Send]]:
-    raise Order.DoesNotExist(f"no order {order_id}")

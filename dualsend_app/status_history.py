@@ -20,6 +20,7 @@ caller allows several (settle takes pending or dispatched) and the first no long
 
 import datetime
 import functools
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,7 +40,8 @@ CREATED_REASON = "accepted: the order and its two sends saved"
 
 # Written out rather than built by the ORM's UpdateQuery, which cost more CPU than the
 # statement takes to run (py-spy on web and workers during `manage.py bench`).
-_ID, _STATUS = uuid.UUID(int=0), "?"  # placeholders of the ORM's statement (`_update_sql`)
+_ID, _STATUS = uuid.UUID(int=0), "?"  # placeholders of the ORM's statement (`_update_by_orm`)
+_VARCHAR_LENGTH = re.compile(r"^varchar\(\d+\)$")
 _UPDATE_SQL = "UPDATE {order} SET {assignments} WHERE {order_id} = %s AND {status} = %s"
 _MOVE_AND_RECORD_SQL = """
 WITH moved AS ({update} RETURNING {order_id})
@@ -152,17 +154,15 @@ def _move_and_record_sql(update_sql: str, row_fields: tuple[str, ...]) -> str:
         update=update_sql,
         order_id=_column(Order, "id"),
         history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
-        columns=", ".join([_column(OrderStatusChange, "order"), *(_quoted(f) for f in fields)]),
-        # An INSERT ... SELECT's values are a SELECT list, where PostgreSQL does not infer a
-        # parameter's type from its column: each says its own.
-        values=", ".join(f"CAST(%s AS {_db_type(field)})" for field in fields),
+        columns=", ".join(_column(OrderStatusChange, name) for name in ("order", *row_fields)),
+        values=", ".join(typed_placeholder(field) for field in fields),
     )
 
 
 @functools.cache
 def _plain_update_sql(names: tuple[str, ...]) -> str:
     """`UPDATE order SET <names> = %s ... WHERE id = %s AND status = %s`, built once."""
-    assignments = (f"{_quoted(Order._meta.get_field(name))} = %s" for name in names)
+    assignments = (f"{_column(Order, name)} = %s" for name in names)
     return _UPDATE_SQL.format(
         order=connection.ops.quote_name(Order._meta.db_table),
         assignments=", ".join(assignments),
@@ -190,9 +190,11 @@ def _prepared(model: type[Model], values: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _quoted(field: Field) -> str:
-    return connection.ops.quote_name(field.column)
-
-
-def _db_type(field: Field) -> str:
-    return (field.target_field if field.is_relation else field).db_type(connection)
+def typed_placeholder(field: Field) -> str:
+    """`CAST(%s AS <the field's type>)`. The values of an INSERT ... SELECT (and of a VALUES
+    row inside one) are a SELECT list, where PostgreSQL does not take a parameter's type
+    from the column it goes to: each says its own. varchar without its length, so that a
+    value too long fails the INSERT as it would through the ORM (a cast to varchar(n)
+    truncates)."""
+    db_type = (field.target_field if field.is_relation else field).db_type(connection)
+    return f"CAST(%s AS {_VARCHAR_LENGTH.sub('varchar', db_type)})"
