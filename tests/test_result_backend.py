@@ -1,0 +1,38 @@
+"""Dispatching orders leaves no result subscriptions behind (project/result_backend.py).
+
+Celery's own Redis backend subscribed the publishing process to every chord header task's
+result channel and kept a result object for each; with our send tasks storing no result,
+neither ever went away: two channels and two objects per order, for the life of the web
+process. `AsyncResult.get()` still subscribes and gets its result (tests/test_flow.py
+waits on sends and settle that way). This test places orders through the API in this
+process, on the real worker.
+"""
+
+import pytest
+
+from dualsend_app.models import Order
+from project.celery import app
+from tests.helpers import new_request_id, place_order, wait_final
+
+pytestmark = [pytest.mark.integration]
+
+ORDERS = 3
+
+
+def held_by_this_process() -> tuple[set[str], int]:
+    """The result channels this process subscribes to, and the results it waits for."""
+    backend = app.backend
+    concrete, weak = backend._pending_results
+    return set(backend.result_consumer.subscribed_to), len(concrete) + len(weak)
+
+
+def test_placing_orders_subscribes_to_no_result(live, client):
+    channels_before, pending_before = held_by_this_process()
+
+    order_ids = [place_order(client, new_request_id()) for _ in range(ORDERS)]
+    for order_id in order_ids:
+        assert wait_final(order_id).status == Order.Status.COMPLETED
+
+    channels_after, pending_after = held_by_this_process()
+    assert channels_after - channels_before == set()
+    assert pending_after == pending_before
