@@ -133,6 +133,7 @@ class ApiClient:
         for attempt in range(1, POST_TRIES + 1):
             if self.cancelled.is_set():
                 break
+            response = None  # no answer at all: a plain pause before the next try
             try:
                 response = self._session.post(
                     f"{self.base_url}/api/orders",
