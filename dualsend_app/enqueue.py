@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from celery import chord, signature
 from celery.canvas import Signature
+from django.conf import settings
 from django.utils import timezone
 
 from . import status_history, tracing
@@ -99,8 +100,18 @@ def enqueue_settle(order_id: uuid.UUID | str) -> bool:
 
 def send_task(send: Send) -> Signature:
     """The task that runs one send: its partner's send task, or a compensation."""
-    name = COMPENSATE_TASK if send.is_compensation else SEND_TASK_BY_PARTNER[send.partner]
-    return order_task(name, (send.pk,), send.order_id, send.operation)
+    return order_task(_task_name(send.operation), (send.pk,), send.order_id, send.operation)
+
+
+def queue_of(operation: str) -> str:
+    """The queue a send of this operation waits in (the routes in settings)."""
+    return settings.CELERY_TASK_ROUTES[_task_name(operation)]["queue"]
+
+
+def _task_name(operation: str) -> str:
+    if operation in Send.HEADER_OPERATIONS:
+        return SEND_TASK_BY_PARTNER[Send.partner_of(operation)]
+    return COMPENSATE_TASK
 
 
 def settle_task(order_id: uuid.UUID | str, *header_results: list) -> Signature:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from . import enqueue, log_context, orders, tracing
+from . import enqueue, log_context, metrics_state, orders, tracing
 from .models import Order, Redrive, Send
 
 logger = logging.getLogger(__name__)
@@ -30,13 +30,32 @@ def sweep(now: datetime.datetime | None = None) -> dict[str, int]:
     """Run every rule once; returns how many items each one re-drove."""
     now = now or timezone.now()
     grace = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
+    busy = busy_queues()
     return {
         "expired": expire_old_orders(now),
         "dispatch": redispatch_undispatched_orders(now - grace),
-        "send": requeue_lost_sends(now, now - grace),
-        "settle": resettle_forgotten_orders(now - grace),
+        "send": requeue_lost_sends(now, now - grace, busy=busy),
+        "settle": 0 if settings.QUEUE_DEFAULT in busy else resettle_forgotten_orders(now - grace),
         "finish": finish_forgotten_compensations(now - grace),
     }
+
+
+def busy_queues() -> frozenset[str]:
+    """The queues with messages waiting in them.
+
+    Work overdue in such a queue may well be in it, behind the others (a burst longer than
+    the grace), not lost: sending it again would add a duplicate behind the original, and
+    under load every sweep would add more work to the very queue that is late. It is
+    re-driven once its queue has drained, if it is still overdue then. A broker that cannot
+    say: no queue counts as busy (the re-drive will meet the same broker).
+    """
+    queues = (settings.QUEUE_INVENTORY, settings.QUEUE_PAYMENT, settings.QUEUE_DEFAULT)
+    try:
+        depths = metrics_state.read_queue_depths(settings.CELERY_BROKER_URL, queues)
+    except Exception as exc:  # whatever the broker's client raises
+        logger.warning("sweep: queue depths unreadable (%s: %s)", type(exc).__name__, exc)
+        return frozenset()
+    return frozenset(queue for queue, waiting in depths.items() if waiting)
 
 
 def not_redriven_since(since: datetime.datetime, *kinds: str, order_ref: str = "pk") -> Q:
@@ -101,16 +120,23 @@ def redrive_each(
     return count
 
 
-def requeue_lost_sends(now: datetime.datetime, due_before: datetime.datetime) -> int:
+def requeue_lost_sends(
+    now: datetime.datetime, due_before: datetime.datetime, busy: frozenset[str] = frozenset()
+) -> int:
     """A send whose next step is long overdue: its message was lost. Enqueue it alone.
 
-    Pending and overdue (never picked up, or its retry message vanished), or in flight
-    with an expired lease (its worker died mid-call). The lost chord callback is
-    covered by `resettle_forgotten_orders`.
+    Pending and overdue (never picked up, or its retry message vanished) while its queue
+    is not `busy`, or in flight with an expired lease (its worker died mid-call). The
+    lost chord callback is covered by `resettle_forgotten_orders`.
     """
-    overdue = Q(status=Send.Status.PENDING) & (
-        Q(next_attempt_at__lt=due_before)
-        | Q(next_attempt_at__isnull=True, created_at__lt=due_before)
+    waiting_behind_others = [op for op in Send.Operation.values if enqueue.queue_of(op) in busy]
+    overdue = (
+        Q(status=Send.Status.PENDING)
+        & (
+            Q(next_attempt_at__lt=due_before)
+            | Q(next_attempt_at__isnull=True, created_at__lt=due_before)
+        )
+        & ~Q(operation__in=waiting_behind_others)
     )
     abandoned = Q(status=Send.Status.IN_FLIGHT, lease_expires_at__lt=now)
     lost = Send.objects.filter(overdue | abandoned).filter(

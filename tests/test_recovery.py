@@ -1,6 +1,7 @@
 """The sweeper's rules, called directly (no worker; publishing recorded, not sent)."""
 
 import datetime
+import uuid
 
 import pytest
 from celery.canvas import Signature
@@ -22,6 +23,8 @@ def published(monkeypatch):
     monkeypatch.setattr(recovery.enqueue, "enqueue_send", lambda s: sent.append(s.pk) or True)
     monkeypatch.setattr(recovery.enqueue, "enqueue_settle", lambda oid: sent.append(oid) or True)
     monkeypatch.setattr(recovery.enqueue, "dispatch_order", lambda oid: sent.append(oid) or True)
+    # Nothing waits in the queues unless a test says so (the tests below read real ones).
+    monkeypatch.setattr(recovery, "busy_queues", frozenset)
     return sent
 
 
@@ -30,8 +33,10 @@ def test_lost_work_is_redriven_once_per_grace_period(published):
     """A re-driven message waiting in a busy queue is not sent again on the next sweep."""
     order = stranded_order(
         status=Order.Status.DISPATCHED,
-        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
-           Op.PAYMENT_CHARGE: (Send.Status.PENDING, False)},
+        **{
+            Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+            Op.PAYMENT_CHARGE: (Send.Status.PENDING, False),
+        },
     )
 
     first = recovery.sweep()
@@ -47,13 +52,81 @@ def test_lost_work_is_redriven_once_per_grace_period(published):
 
 
 @pytest.mark.django_db
+def test_overdue_work_in_a_queue_with_messages_waiting_is_left_until_it_drains(
+    published, monkeypatch
+):
+    """A burst longer than the grace: the charge's queue and settle's still hold messages,
+    so the overdue charge and a callback not seen yet may be in them, behind the others.
+    Sending them again would only add duplicates to the late queues: they are re-driven
+    once those queues have drained, the reserve (its queue empty) at once."""
+    pending, succeeded = (Send.Status.PENDING, False), (Send.Status.SUCCEEDED, True)
+    charging = stranded_order(
+        status=Order.Status.DISPATCHED,
+        **{Op.INVENTORY_RESERVE: succeeded, Op.PAYMENT_CHARGE: pending},
+    )
+    reserving = stranded_order(
+        status=Order.Status.DISPATCHED,
+        **{Op.INVENTORY_RESERVE: pending, Op.PAYMENT_CHARGE: succeeded},
+    )
+    settled_late = stranded_order(
+        status=Order.Status.DISPATCHED,
+        **{Op.INVENTORY_RESERVE: succeeded, Op.PAYMENT_CHARGE: succeeded},
+    )
+    charge = charging.sends.get(operation=Op.PAYMENT_CHARGE)
+    reserve = reserving.sends.get(operation=Op.INVENTORY_RESERVE)
+    monkeypatch.setattr(
+        recovery, "busy_queues", lambda: frozenset({"api.payment", settings.QUEUE_DEFAULT})
+    )
+
+    during = recovery.sweep()
+
+    assert (during["send"], during["settle"]) == (1, 0)
+    assert published == [reserve.pk]
+    monkeypatch.setattr(recovery, "busy_queues", frozenset)
+    drained = recovery.sweep()
+    assert (drained["send"], drained["settle"]) == (1, 1)
+    assert published == [reserve.pk, charge.pk, settled_late.pk]
+
+
+def test_busy_queues_are_those_of_the_broker_with_messages_waiting(settings):
+    """Read from the broker itself: kombu's lists in Redis (under a key prefix of this
+    test's own, which no worker consumes)."""
+    import redis
+
+    from tests import environment
+
+    prefix = f"test-busy-{uuid.uuid4().hex[:12]}:"
+    settings.CELERY_BROKER_URL = environment.REDIS_URL
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "global_keyprefix": prefix,
+    }
+    client = redis.Redis.from_url(environment.REDIS_URL)
+    try:
+        assert recovery.busy_queues() == frozenset()
+        client.lpush(f"{prefix}api.payment", "a message")
+        assert recovery.busy_queues() == {"api.payment"}
+    finally:
+        client.delete(f"{prefix}api.payment")
+        client.close()
+
+
+def test_a_broker_that_cannot_say_makes_no_queue_busy(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    assert recovery.busy_queues() == frozenset()
+
+
+@pytest.mark.django_db
 def test_work_on_time_is_left_alone(published):
     """A send created a moment ago, or due in the future, is not lost."""
     stranded_order(
         status=Order.Status.DISPATCHED,
         age_seconds=0,
-        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
-           Op.PAYMENT_CHARGE: (Send.Status.IN_FLIGHT, False)},
+        **{
+            Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+            Op.PAYMENT_CHARGE: (Send.Status.IN_FLIGHT, False),
+        },
     )
 
     assert not any(recovery.sweep().values())
@@ -65,8 +138,10 @@ def test_an_order_never_dispatched_is_dispatched_once_per_grace(published):
     """Broker down at commit: the pending order is dispatched again, once per grace."""
     order = stranded_order(
         status=Order.Status.PENDING,
-        **{Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
-           Op.PAYMENT_CHARGE: (Send.Status.PENDING, False)},
+        **{
+            Op.INVENTORY_RESERVE: (Send.Status.PENDING, False),
+            Op.PAYMENT_CHARGE: (Send.Status.PENDING, False),
+        },
     )
 
     assert recovery.sweep()["dispatch"] == 1
