@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 from django.db import connections
 from django.test import Client
 
@@ -81,6 +82,26 @@ def test_settle_wakes_the_waiting_request():
 
     assert response.status_code == 200
     assert response.json()["status"] == Order.Status.COMPLETED
+
+
+def test_waits_in_a_row_share_one_redis_connection(monkeypatch):
+    """Each wait subscribes and unsubscribes on its thread's connection, kept between
+    waits: after the first, this thread opens no new TCP connection to Redis."""
+    assert wait_through_a_settle(after=0.1).json()["status"] == Order.Status.COMPLETED
+    waiting_thread = threading.get_ident()
+    opened_here = []
+    real_connect = redis.connection.Connection._connect
+
+    def counting_connect(self):
+        if threading.get_ident() == waiting_thread:  # not the settling threads'
+            opened_here.append(self.port)
+        return real_connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counting_connect)
+    statuses = [wait_through_a_settle(after=0.2).json()["status"] for _ in range(3)]
+
+    assert statuses == [Order.Status.COMPLETED] * 3
+    assert opened_here == []
 
 
 def test_a_lost_message_costs_one_slow_poll(monkeypatch):
