@@ -1,0 +1,69 @@
+"""An order's chord published late (a batch under load) is not published a second time.
+
+A batch's orders are dispatched one after another once it commits; under load the last
+ones came up after the sweep grace, when the sweeper had already taken them for lost and
+dispatched them. These tests run the real on-commit callback of `orders.create_order`
+after the sweeper's part is played by hand.
+"""
+
+import datetime
+
+import pytest
+
+from dualsend_app import orders
+from dualsend_app.models import Order
+from tests.helpers import new_request_id, order_body
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dispatched")]
+
+
+def create_with_callback(django_capture_on_commit_callbacks):
+    """A new order and its on-commit dispatch, not run yet."""
+    with django_capture_on_commit_callbacks() as callbacks:
+        order = orders.create_order(
+            client="shop",
+            idempotency_key=new_request_id(),
+            fingerprint="f" * 64,
+            payload=order_body(),
+            correlation_id=new_request_id(),
+        )
+    (dispatch,) = callbacks
+    return order, dispatch
+
+
+def created_ago(order, seconds):
+    order.created_at -= datetime.timedelta(seconds=seconds)
+
+
+def test_the_sweeper_dispatched_it_first_no_second_chord(
+    dispatched, settings, django_capture_on_commit_callbacks
+):
+    order, dispatch = create_with_callback(django_capture_on_commit_callbacks)
+    created_ago(order, settings.DUALSEND_SWEEP_GRACE_SECONDS + 1)
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.DISPATCHED)  # the sweeper
+
+    dispatch()
+
+    assert dispatched == []
+
+
+def test_late_but_still_pending_it_is_published(
+    dispatched, settings, django_capture_on_commit_callbacks
+):
+    order, dispatch = create_with_callback(django_capture_on_commit_callbacks)
+    created_ago(order, settings.DUALSEND_SWEEP_GRACE_SECONDS + 1)
+
+    dispatch()
+
+    assert dispatched == [order.pk]
+
+
+def test_on_time_it_is_published_without_a_look(
+    dispatched, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    _, dispatch = create_with_callback(django_capture_on_commit_callbacks)
+
+    with django_assert_num_queries(0):
+        dispatch()
+
+    assert len(dispatched) == 1
