@@ -26,18 +26,32 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 
 
-def sweep(now: datetime.datetime | None = None) -> dict[str, int]:
-    """Run every rule once; returns how many items each one re-drove."""
+def sweep(
+    now: datetime.datetime | None = None, still_ours: Callable[[], bool] = lambda: True
+) -> dict[str, int]:
+    """Run every rule once; returns how many items each one re-drove.
+
+    `still_ours` is asked before each rule: False (the sweep lock lapsed while this sweep
+    was slow, and a newer sweep holds it) ends this sweep, leaving the rest to the newer.
+    """
     now = now or timezone.now()
     grace = datetime.timedelta(seconds=settings.DUALSEND_SWEEP_GRACE_SECONDS)
     busy = busy_queues()
-    return {
-        "expired": expire_old_orders(now),
-        "dispatch": redispatch_undispatched_orders(now - grace),
-        "send": requeue_lost_sends(now, now - grace, busy=busy),
-        "settle": 0 if settings.QUEUE_DEFAULT in busy else resettle_forgotten_orders(now - grace),
-        "finish": finish_forgotten_compensations(now - grace),
+    rules: dict[str, Callable[[], int]] = {
+        "expired": lambda: expire_old_orders(now),
+        "dispatch": lambda: redispatch_undispatched_orders(now - grace),
+        "send": lambda: requeue_lost_sends(now, now - grace, busy=busy),
+        "settle": lambda: (
+            0 if settings.QUEUE_DEFAULT in busy else resettle_forgotten_orders(now - grace)
+        ),
+        "finish": lambda: finish_forgotten_compensations(now - grace),
     }
+    counts = dict.fromkeys(rules, 0)
+    for name, rule in rules.items():
+        if not still_ours():
+            break
+        counts[name] = rule()
+    return counts
 
 
 def busy_queues() -> frozenset[str]:

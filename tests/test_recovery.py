@@ -1,6 +1,7 @@
 """The sweeper's rules, called directly (no worker; publishing recorded, not sent)."""
 
 import datetime
+import time
 import uuid
 
 import pytest
@@ -162,6 +163,50 @@ def test_sweeps_do_not_overlap(published):
     finally:
         held.release()
     assert sweep.run() == dict.fromkeys(("expired", "dispatch", "send", "settle", "finish"), 0)
+
+
+RULES = ("expired", "dispatch", "send", "settle", "finish")
+
+
+@pytest.mark.django_db
+def test_a_sweep_killed_with_its_worker_holds_up_the_next_ones_briefly(published, settings):
+    """Its lock, never released, lapses after two sweep intervals (it took 60 s)."""
+    from tasks import sweeper
+
+    settings.DUALSEND_SWEEP_EVERY_SECONDS = 0.5  # a lock of 1 s
+    assert sweeper._sweep_lock()  # taken by a sweep whose worker was then killed
+    assert sweeper.sweep.run() is None
+
+    time.sleep(sweeper.lock_seconds() + 0.2)
+
+    assert sweeper.sweep.run() == dict.fromkeys(RULES, 0)
+
+
+@pytest.mark.django_db
+def test_a_sweep_whose_lock_lapsed_leaves_the_rest_to_the_newer_one(published, monkeypatch):
+    """Its first rule outlasts the lock and a newer sweep takes it: this one stops."""
+    from dualsend_app.resilience.redis_client import get_redis, key_prefix
+    from tasks import sweeper
+
+    lock_name = f"{key_prefix()}:sweeper"
+    ran = []
+
+    def slow_first_rule(now):
+        ran.append("expired")
+        get_redis().delete(lock_name)  # the lock lapsed...
+        assert sweeper._sweep_lock()  # ...and the next beat's sweep holds it
+        return 0
+
+    monkeypatch.setattr(recovery, "expire_old_orders", slow_first_rule)
+    monkeypatch.setattr(
+        recovery, "redispatch_undispatched_orders", lambda before: ran.append("dispatch") or 0
+    )
+    try:
+        assert sweeper.sweep.run() == dict.fromkeys(RULES, 0)
+    finally:
+        get_redis().delete(lock_name)
+
+    assert ran == ["expired"]
 
 
 def test_a_header_send_redriven_alone_settles_its_order_when_it_ends(db, monkeypatch):
