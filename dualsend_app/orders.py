@@ -82,6 +82,7 @@ def _dispatch(order: Order, sends: list[Send] | None) -> None:
     them): a batch commits many orders at once, each dispatched as itself."""
     with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
         if _dispatched_by_the_sweeper(order):
+            logger.info("dispatched by the sweeper meanwhile; not published again")
             return
         enqueue.dispatch_order(order.pk, sends=sends)
 

@@ -110,8 +110,21 @@ def redispatch_undispatched_orders(created_before: datetime.datetime) -> int:
         created_at__lt=created_before,
     )
     return redrive_each(
-        pending, enqueue.dispatch_order, Redrive.Kind.DISPATCH, "chord dispatched again"
+        pending, _dispatch_if_still_pending, Redrive.Kind.DISPATCH, "chord dispatched again"
     )
+
+
+def _dispatch_if_still_pending(order_id: uuid.UUID) -> bool:
+    """Dispatch an order of the sweep's list unless it was dispatched since.
+
+    The list is read once, and dispatching 200 orders under load takes seconds: meanwhile
+    the batch request that created them reaches them too (it looks first as well:
+    `orders._dispatched_by_the_sweeper`). Without this look, a short bench's batch burst had
+    the sweeper dispatch 184 orders of which the web skipped only 30: 154 second chords.
+    """
+    if not Order.objects.filter(pk=order_id, status=Order.Status.PENDING).exists():
+        return False
+    return enqueue.dispatch_order(order_id)
 
 
 def redrive_each(

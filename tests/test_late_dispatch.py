@@ -36,15 +36,17 @@ def created_ago(order, seconds):
 
 
 def test_the_sweeper_dispatched_it_first_no_second_chord(
-    dispatched, settings, django_capture_on_commit_callbacks
+    dispatched, settings, django_capture_on_commit_callbacks, caplog
 ):
     order, dispatch = create_with_callback(django_capture_on_commit_callbacks)
     created_ago(order, settings.DUALSEND_SWEEP_GRACE_SECONDS + 1)
     Order.objects.filter(pk=order.pk).update(status=Order.Status.DISPATCHED)  # the sweeper
 
-    dispatch()
+    with caplog.at_level("INFO", logger="dualsend_app.orders"):
+        dispatch()
 
     assert dispatched == []
+    assert "dispatched by the sweeper meanwhile" in caplog.text
 
 
 def test_late_but_still_pending_it_is_published(

@@ -151,6 +151,30 @@ def test_an_order_never_dispatched_is_dispatched_once_per_grace(published):
 
 
 @pytest.mark.django_db
+def test_an_order_dispatched_by_its_batch_during_the_sweep_is_not_dispatched_again(
+    published, monkeypatch
+):
+    """The sweep reads its list once; while it dispatches the first order, the batch that
+    created them reaches the second: the sweep leaves that one alone."""
+    pending = {Op.INVENTORY_RESERVE: (Send.Status.PENDING, False)}
+    orders = [stranded_order(status=Order.Status.PENDING, **pending) for _ in range(2)]
+    sweeper_published = []
+
+    def dispatch_while_the_batch_goes_on(order_id):
+        sweeper_published.append(order_id)
+        Order.objects.exclude(pk=order_id).filter(pk__in=[o.pk for o in orders]).update(
+            status=Order.Status.DISPATCHED  # the batch request's own dispatch
+        )
+        return True
+
+    monkeypatch.setattr(recovery.enqueue, "dispatch_order", dispatch_while_the_batch_goes_on)
+
+    assert recovery.sweep()["dispatch"] == 1
+    assert len(sweeper_published) == 1
+    assert Redrive.objects.filter(kind=Redrive.Kind.DISPATCH).count() == 1
+
+
+@pytest.mark.django_db
 def test_sweeps_do_not_overlap(published):
     """While one sweep holds the lock (shared by all workers), another returns at once."""
     from dualsend_app.resilience.redis_client import get_redis, key_prefix
