@@ -102,9 +102,15 @@ def _dispatched_by_the_sweeper(order: Order) -> bool:
     if age < settings.DUALSEND_SWEEP_GRACE_SECONDS / 2:
         return False
     try:
-        return not Order.objects.filter(pk=order.pk, status=Order.Status.PENDING).exists()
+        return not still_pending(order.pk)
     except DatabaseError:
         return False
+
+
+def still_pending(order_id: uuid.UUID) -> bool:
+    """Not dispatched yet: asked by the web and the sweeper, each before dispatching an
+    order the other may have dispatched meanwhile."""
+    return Order.objects.filter(pk=order_id, status=Order.Status.PENDING).exists()
 
 
 def _new_send(order: Order, operation: str) -> Send:

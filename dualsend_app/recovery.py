@@ -122,9 +122,7 @@ def _dispatch_if_still_pending(order_id: uuid.UUID) -> bool:
     `orders._dispatched_by_the_sweeper`). Without this look, a short bench's batch burst had
     the sweeper dispatch 184 orders of which the web skipped only 30: 154 second chords.
     """
-    if not Order.objects.filter(pk=order_id, status=Order.Status.PENDING).exists():
-        return False
-    return enqueue.dispatch_order(order_id)
+    return orders.still_pending(order_id) and enqueue.dispatch_order(order_id)
 
 
 def redrive_each(
