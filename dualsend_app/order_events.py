@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from redis import Redis, RedisError
+from redis import RedisError
 from redis.client import PubSub
 
 from .resilience.redis_client import get_redis, key_prefix
@@ -137,18 +137,18 @@ _thread = threading.local()
 def _thread_pubsub() -> PubSub:
     """This thread's pub/sub connection to `settings.REDIS_URL`, kept between waits."""
     client = get_redis()
-    held: tuple[Redis, PubSub] | None = getattr(_thread, "held", None)
-    if held is None or held[0] is not client:
+    pubsub: PubSub | None = getattr(_thread, "pubsub", None)
+    if pubsub is None or pubsub.connection_pool is not client.connection_pool:
         _drop_thread_pubsub()
-        held = _thread.held = (client, client.pubsub(ignore_subscribe_messages=True))
-    return held[1]
+        pubsub = _thread.pubsub = client.pubsub(ignore_subscribe_messages=True)
+    return pubsub
 
 
 def _drop_thread_pubsub() -> None:
     """Close this thread's connection (broken, or for another Redis); the next wait
     opens a new one."""
-    held = getattr(_thread, "held", None)
-    _thread.held = None
-    if held is not None:
+    pubsub = getattr(_thread, "pubsub", None)
+    _thread.pubsub = None
+    if pubsub is not None:
         with contextlib.suppress(RedisError, OSError):
-            held[1].close()
+            pubsub.close()
