@@ -130,7 +130,11 @@ def order_task(name: str, args: tuple, order_id: uuid.UUID | str, operation: str
     shown = {"order_id": str(order_id)}
     if operation:
         shown["operation"] = str(operation)
-    return signature(name, args=args, kwargsrepr=repr(shown))
+    # No task of an order stores a result (tasks/), but a process that publishes by name
+    # does not know that: Celery's `send_task` would SUBSCRIBE to each task's result
+    # channel before publishing, and the result's `__del__` UNSUBSCRIBE, two useless
+    # Redis round trips per task. Saying it here skips both.
+    return signature(name, args=args, kwargsrepr=repr(shown), ignore_result=True)
 
 
 def _publish(task_signature: Signature, what: str) -> bool:
