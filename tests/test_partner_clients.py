@@ -6,9 +6,12 @@ use the real simulators.
 """
 
 import base64
+import dataclasses
 import datetime
 import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -214,3 +217,70 @@ def test_gives_up_at_max_attempts_and_at_the_deadline():
     ) == "deadline of 180s passed after 2 attempts"
     assert retry_policy.give_up_reason(POLICY, attempts_made=2, started_at=now,
                                        now=now, delay=5) is None
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself, noting what it was asked."""
+
+    seen: list[str] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"reservation_id": "res_via_proxy"}'
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _call_through(partner_url: str) -> http.WireAnswer:
+    """One call to a partner at `partner_url`, on a session of its own (new this call)."""
+    config = dataclasses.replace(settings.DUALSEND_PARTNERS["inventory"], base_url=partner_url)
+    return http.call(
+        partner=f"proxied-{uuid.uuid4()}",
+        config=config,
+        auth=requests.auth.HTTPBasicAuth("k", ""),
+        method="POST",
+        path="/v1/reservations",
+        body="{}",
+        idempotency_key="key-1",
+        request_id="corr-1",
+    )
+
+
+@pytest.fixture
+def forward_proxy():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    _ProxyHandler.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_partner_calls_go_through_the_proxy_the_environment_names(forward_proxy, monkeypatch):
+    """The sessions read the proxy variables once, not on every call: they still apply."""
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    answer = _call_through("http://inventory.partner.invalid")
+
+    assert answer.status_code == 201, answer.exception
+    assert _ProxyHandler.seen == ["http://inventory.partner.invalid/v1/reservations"]
+
+
+def test_no_proxy_still_exempts_a_partner(forward_proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy)
+    monkeypatch.setenv("NO_PROXY", "inventory.partner.invalid")
+
+    answer = _call_through("http://inventory.partner.invalid")
+
+    assert answer.status_code is None  # straight to a host that does not exist
+    assert _ProxyHandler.seen == []

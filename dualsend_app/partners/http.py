@@ -69,7 +69,7 @@ class WireAnswer:
         return ""
 
 
-def session_for(partner: str, *, pool_size: int) -> requests.Session:
+def session_for(partner: str, *, pool_size: int, base_url: str) -> requests.Session:
     """The process's pooled session for a partner (a forked child builds its own)."""
     key = (os.getpid(), partner)
     with _sessions_lock:
@@ -80,8 +80,25 @@ def session_for(partner: str, *, pool_size: int) -> requests.Session:
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            _read_environment_once(session, base_url)
             _sessions[key] = session
         return session
+
+
+def _read_environment_once(session: requests.Session, base_url: str) -> None:
+    """The proxy and CA bundle variables requests honours, read once for the session.
+
+    With `trust_env` on, requests reads them again on every call (walking the whole
+    environment for the proxy variables): 0.13 ms of CPU per call, 3 % of a send worker's
+    CPU in `manage.py bench`. A partner's URL is fixed, and so is the environment of a
+    running process. (requests' other use of it, `~/.netrc`, never applies: every call
+    carries its own auth.)
+    """
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(base_url)
+    session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
 
 
 def call(
@@ -103,7 +120,7 @@ def call(
     }
     if body:
         headers["Content-Type"] = "application/json"
-    session = session_for(partner, pool_size=config.pool_size)
+    session = session_for(partner, pool_size=config.pool_size, base_url=config.base_url)
     started = time.monotonic()
     try:
         response = session.request(
