@@ -6,18 +6,21 @@ PostgreSQL server when PostgreSQL's binaries are here (else a database of its ow
 the session's), the README's layout, the bare chord's workers.
 """
 
+import contextlib
 import io
 import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from rich.console import Console
 
 from devstack import clean_environment
-from devstack.bench import layout, table, traffic
+from devstack.bench import layout, load, table, traffic
 from devstack.bench.measure import Peaks, cpu_used, merge
 from devstack.bench.results import (
     BARE,
@@ -38,6 +41,7 @@ from devstack.bench.results import (
     percentile,
     ratio,
 )
+from devstack.bench.run import BenchRun, Plan
 from devstack.bench.systems import Dualsend
 from devstack.chaos.postgres import binary_dir
 from dualsend_app.models import Order, Send
@@ -186,6 +190,69 @@ def test_each_target_missed_on_its_own():
 
     leaky = verdicts(columns(ours_seconds=19.0, ours_p50=505.0, conns=65))
     assert leaky["peak database connections"] is False
+
+
+def test_a_fixed_paced_rate_shows_the_tail_but_does_not_judge_it():
+    """--paced-rate chose the load, not half the sustained rate: the target cannot say."""
+    cols = columns(ours_seconds=19.0, ours_p50=505.0, ours_p99=601.0)
+    targets = judge(cols, slower_ms=500, level=1000, pools_total=64, fixed_rate=20.0)
+    (tail,) = [t for t in targets if t.name == "p99 at half the sustained rate"]
+
+    assert tail.ok is None
+    assert tail.verdict == "not judged"
+    assert "+101 ms" in tail.measured and "--paced-rate" in tail.measured
+
+
+class _PacedSystem:
+    key = DUALSEND
+
+    def round_trip(self, number, phase, deadline):
+        return Sample(True, 1000.0, 1000.5)
+
+
+class _NoProcesses:
+    def current(self):
+        return []
+
+
+class _NoSampler:
+    @contextlib.contextmanager
+    def phase(self):
+        yield Peaks()
+
+
+def steady_rate(monkeypatch, *, paced_rate, sustained_seconds):
+    """The rate BenchRun asks of `load.paced` for dualsend's steady phase, after a burst
+    of 1000 done in `sustained_seconds` (None: no burst ran)."""
+    asked = []
+
+    def paced(system, count, *, rate, threads, phase, deadline):
+        asked.append(rate)
+        return load.Paced([system.round_trip(0, phase, deadline)], 0.0)
+
+    monkeypatch.setattr(load, "paced", paced)
+    plan = Plan(orders=1, warmup=0, levels=(1000,), paced_orders=1, paced_threads=1,
+                deadline=time.monotonic() + 60, paced_rate=paced_rate, pause_seconds=0)  # fmt: skip
+    bench = BenchRun(plan, [_PacedSystem()], _NoProcesses(), _NoSampler(), lambda line: None)
+    if sustained_seconds is not None:
+        bench.columns[DUALSEND].add(burst(DUALSEND, 1000, sustained_seconds, {}))
+    bench._half_rate(_PacedSystem())
+    return asked, bench.skipped
+
+
+def test_the_steady_load_is_half_the_sustained_rate_unless_paced_rate_fixes_it(monkeypatch):
+    assert steady_rate(monkeypatch, paced_rate=None, sustained_seconds=25.0) == ([20.0], [])
+    assert steady_rate(monkeypatch, paced_rate=14.0, sustained_seconds=25.0) == ([14.0], [])
+    # A fixed rate needs no burst to halve.
+    assert steady_rate(monkeypatch, paced_rate=14.0, sustained_seconds=None) == ([14.0], [])
+    asked, skipped = steady_rate(monkeypatch, paced_rate=None, sustained_seconds=None)
+    assert asked == [] and skipped == [f"{DUALSEND} {HALF_RATE}: no sustained rate"]
+
+
+@pytest.mark.parametrize("rate", ["0", "-3"])
+def test_paced_rate_must_be_above_zero(rate):
+    with pytest.raises(CommandError, match="--paced-rate must be above 0"):
+        call_command("bench", "--paced-rate", rate)
 
 
 def test_throughput_is_missed_when_an_order_or_a_record_is_missing():

@@ -9,7 +9,9 @@ The order, so that no system runs while another is measured:
    (`batch_burst_phase`: only dualsend has an intake to batch);
 4. half rate: `paced_orders` orders per system at half the rate that system sustained
    in the largest burst (each at half its own: all judged at the same load factor;
-   dualsend's, the single-POST burst's rate, as its half-rate orders are single POSTs).
+   dualsend's, the single-POST burst's rate, as its half-rate orders are single POSTs);
+   or, with `paced_rate` (`--paced-rate`), every system at that one rate, so that two
+   runs of different code compare their tails at the same load.
 
 Around each measured phase: a short pause (the last phase's tail is not this one's
 cost), then CPU snapshots of every process before and after, and the sampler's peaks
@@ -47,6 +49,8 @@ class Plan:
     paced_orders: int
     paced_threads: int
     deadline: float  # time.monotonic() when everything stops
+    # Orders/s of the steady phase for every system; None: half of each one's sustained rate.
+    paced_rate: float | None = None
     # Before each phase, so that the last one's tail is not this one's cost.
     pause_seconds: float = 1.0
 
@@ -103,12 +107,10 @@ class BenchRun:
         return self.columns
 
     def _half_rate(self, system: System) -> None:
-        # The single-POST burst's rate: the half-rate orders are round trips, one POST each.
-        sustained = self.columns[system.key].rate(self.plan.top_level)
-        if not sustained:
+        rate = self.plan.paced_rate or self._half_of_sustained(system)
+        if rate is None:
             self.skipped.append(f"{system.key} {HALF_RATE}: no sustained rate")
             return
-        rate = sustained / 2
         outcome: list[load.Paced] = []
 
         def run() -> list[Sample]:
@@ -128,6 +130,11 @@ class BenchRun:
         if result is not None:
             result.offered_rate = rate
             result.late_ms = outcome[0].late_ms
+
+    def _half_of_sustained(self, system: System) -> float | None:
+        # The single-POST burst's rate: the half-rate orders are round trips, one POST each.
+        sustained = self.columns[system.key].rate(self.plan.top_level)
+        return sustained / 2 if sustained else None
 
     def _measure(
         self, system: System, phase: str, work: Callable[[], list[Sample]]

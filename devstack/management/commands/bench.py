@@ -77,6 +77,14 @@ class Command(BaseCommand):
             default=300,
             help="orders at half the sustained rate, per system (300)",
         )
+        add(
+            "--paced-rate",
+            type=float,
+            default=None,
+            help="orders/s of that steady load, the same for every system, to compare two "
+            "runs at one load (default: half the rate each system sustained; the p99 target "
+            "is judged only then)",
+        )
         add("--warmup", type=int, default=10, help="orders first, per system, not measured (10)")
         add(
             "--pause",
@@ -160,6 +168,7 @@ class Command(BaseCommand):
                 paced_orders=options["paced_orders"],
                 paced_threads=options["concurrency"],
                 deadline=deadline,
+                paced_rate=options["paced_rate"],
             )
             self.console.print(_setup_line(stack, options, levels))
             load_before = os.getloadavg()
@@ -254,12 +263,24 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         slower = max(stack.inventory_ms, stack.payment_ms)
         pools_total = _pools_total(stack) if database.is_postgres(url) else None
-        targets = judge(columns, slower_ms=slower, level=max(levels), pools_total=pools_total)
+        fixed_rate = options["paced_rate"]
+        targets = judge(
+            columns,
+            slower_ms=slower,
+            level=max(levels),
+            pools_total=pools_total,
+            fixed_rate=fixed_rate,
+        )
         caption = _caption(stack, options)
         self.console.print()
         self.console.print(
             table.side_by_side(
-                columns, levels=levels, slower_ms=slower, pools_total=pools_total, caption=caption
+                columns,
+                levels=levels,
+                slower_ms=slower,
+                pools_total=pools_total,
+                caption=caption,
+                fixed_rate=fixed_rate,
             )
         )
         self.console.print(table.memory_table(_all_peaks(columns)))
@@ -308,6 +329,7 @@ _OPTION_NAMES = (
     "orders",
     "levels",
     "paced_orders",
+    "paced_rate",
     "warmup",
     "pause",
     "concurrency",
@@ -326,6 +348,8 @@ def _check_options(options: dict[str, Any]) -> tuple[int, ...]:
     for name in ("orders", "paced_orders", "concurrency"):
         if options[name] < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if options["paced_rate"] is not None and not options["paced_rate"] > 0:
+        raise CommandError("--paced-rate must be above 0 orders/s")
     if options["pause"] < 0:
         raise CommandError("--pause must be 0 or more")
     if options["warmup"] < 0:
@@ -405,9 +429,15 @@ def _setup_line(stack: BenchStack, options: dict[str, Any], levels: tuple[int, .
         f"constant, no faults; rate limits {OUR_RATE_LIMIT}. Workers: 3 processes each, "
         f"--pool {size.pool} --concurrency {size.concurrency}. Web: {stack.web_threads} "
         f"threads. Bursts: {', '.join(f'{n:,}' for n in levels)}; {options['orders']} one at a "
-        f"time; {options['paced_orders']} at half rate.\n[dim]Machine: {os.cpu_count()} CPUs, "
+        f"time; {options['paced_orders']} at {_steady_load(options)}.\n"
+        f"[dim]Machine: {os.cpu_count()} CPUs, "
         f"load average {one:.2f} (1 min), {five:.2f} (5 min).[/]\n"
     )
+
+
+def _steady_load(options: dict[str, Any]) -> str:
+    rate = options["paced_rate"]
+    return "half rate" if rate is None else f"{rate:g} orders/s (--paced-rate)"
 
 
 def _caption(stack: BenchStack, options: dict[str, Any]) -> str:
