@@ -14,6 +14,7 @@ from kombu import Queue
 
 from dualsend_app.log_formats import log_format, logging_config
 from project.api_clients import parse_api_clients, parse_client_rate
+from project.database_settings import configure_postgresql
 from project.partner_settings import SettingReader, read_partner, required_in_production
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -133,53 +134,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         )
     }
 else:
-    # PostgreSQL through Django's psycopg pool (Django 5.1+, docs: ref/databases, "Connection
-    # pool"): a process holds at most DATABASE_POOL_MAX_SIZE connections, a request or task
-    # takes one only while it runs (CONN_MAX_AGE must be 0 with a pool), and one that finds
-    # them all in use waits DATABASE_POOL_TIMEOUT, then fails: the API answers 503. Without
-    # it every web and worker thread kept a connection of its own, and a burst exhausted
-    # max_connections (500 "too many clients already"). The check dualsend.W006 compares
-    # max_size x DUALSEND_EXPECTED_PROCESSES with the server's max_connections.
-    _database = SettingReader(env, "DATABASE")
-    _pool_min_size = _database.not_negative(int, "POOL_MIN_SIZE", 2)
-    _pool_max_size = _database.positive(int, "POOL_MAX_SIZE", 16)
-    if _pool_min_size > _pool_max_size:
-        raise ImproperlyConfigured(
-            f"DATABASE_POOL_MIN_SIZE ({_pool_min_size}) must not exceed "
-            f"DATABASE_POOL_MAX_SIZE ({_pool_max_size})"
-        )
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # With a pool this is the pool's `check`: a connection is tested (one round trip) before
-    # it is handed out, so one that a database restart killed is replaced, never used.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    _options = DATABASES["default"].setdefault("OPTIONS", {})
-    _options["pool"] = {
-        "min_size": _pool_min_size,
-        "max_size": _pool_max_size,
-        "timeout": _database.positive(float, "POOL_TIMEOUT", 3.0),
-        # A connection attempt that keeps failing is given up after this, and started
-        # afresh by the next request that needs one: the pool's doubling backoff never
-        # leaves a process without connections long after the database is back.
-        "reconnect_timeout": 10.0,
-        "name": "dualsend",
-    }
-    # Every wait on PostgreSQL is bounded. Connecting (psycopg's default is 130 s; values
-    # under 2 s are raised to 2); each statement, lock waits included; and a server that
-    # vanished without closing the connection: keepalive probes after 10 s idle, and
-    # TCP_USER_TIMEOUT drops a connection whose data or probes go unacknowledged for 30 s.
-    # A DATABASE_URL query string (?connect_timeout=…&options=…) wins or adds to these.
-    _options.setdefault("connect_timeout", _database.positive(int, "CONNECT_TIMEOUT", 5))
-    _statement_ms = round(1000 * _database.positive(float, "STATEMENT_TIMEOUT", 30.0))
-    _options["options"] = f"{_options.get('options', '')} -c statement_timeout={_statement_ms}"
-    _options["options"] = _options["options"].strip()
-    for _name, _value in {
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 30_000,
-    }.items():
-        _options.setdefault(_name, _value)
+    configure_postgresql(env, DATABASES["default"])
 # The processes that each hold a pool against this database: the web process plus every
 # worker (the README's production layout: gunicorn and one worker per queue, 4). Only the
 # system check dualsend.W006 reads it.
