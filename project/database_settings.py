@@ -1,4 +1,4 @@
-"""The PostgreSQL part of DATABASES: one bounded pool, and every wait bounded.
+"""The PostgreSQL part of DATABASES: one bounded pool, every wait bounded, prepared statements.
 
 `configure_postgresql(env, database)` completes DATABASES["default"], as `env.db_url` read
 it from DATABASE_URL, from the `DATABASE_*` variables; project/settings.py calls it when
@@ -22,10 +22,11 @@ KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,
 }
+PREPARE_AFTER_RUNS = 5  # psycopg's own default, which Django turns off
 
 
 def configure_postgresql(env: environ.Env, database: dict[str, Any]) -> None:
-    """The pool and the bounds on every wait, in `database`.
+    """The pool, the bounds on every wait, and prepared statements, in `database`.
 
     A DATABASE_URL query string (?connect_timeout=…&options=…) wins over or adds to these.
     """
@@ -33,6 +34,8 @@ def configure_postgresql(env: environ.Env, database: dict[str, Any]) -> None:
     options = database.setdefault("OPTIONS", {})
     _pool(read, database, options)
     _bounded_waits(read, options)
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        _prepared_statements(options)
 
 
 def _pool(read: SettingReader, database: dict[str, Any], options: dict[str, Any]) -> None:
@@ -78,3 +81,17 @@ def _bounded_waits(read: SettingReader, options: dict[str, Any]) -> None:
     for name, value in KEEPALIVES.items():
         options.setdefault(name, value)
 
+
+def _prepared_statements(options: dict[str, Any]) -> None:
+    """Parameters travel apart from the statement (server-side binding), and a statement
+    run a fifth time on a connection is prepared: PostgreSQL parses and plans it once.
+
+    Django turns both off by default, for PgBouncer in transaction mode, which cannot
+    carry a prepared statement from one transaction to the next: behind one, set
+    DATABASE_PREPARED_STATEMENTS=0. Planning was half of PostgreSQL's time in our
+    statements, and psycopg quoting each value into the SQL a fifth of the web's CPU
+    for an order taken in a batch (pg_stat_statements and an in-process micro-benchmark;
+    the closing note of issue 8).
+    """
+    options.setdefault("server_side_binding", True)
+    options.setdefault("prepare_threshold", PREPARE_AFTER_RUNS)

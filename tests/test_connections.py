@@ -201,6 +201,37 @@ def test_a_statement_over_the_timeout_is_cancelled():
 
 
 @requires_postgresql
+@pytest.mark.django_db
+def test_a_statement_run_again_and_again_is_prepared_once():
+    """Parameters are bound on the server, and a statement run more than five times on a
+    connection is prepared: PostgreSQL lists it for the session, planned once."""
+    with connection.cursor() as cursor:
+        for _ in range(8):
+            cursor.execute("SELECT count(*) FROM dualsend_app_order WHERE client = %s", ["x"])
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+
+    assert any("dualsend_app_order WHERE client = $1" in sql for sql in prepared), prepared
+
+
+def test_prepared_statements_can_be_turned_off_for_pgbouncer():
+    """DATABASE_PREPARED_STATEMENTS=0 leaves Django's own defaults: values quoted into the
+    SQL, nothing prepared (what PgBouncer in transaction mode needs)."""
+    show = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"
+    url = "postgres://dualsend@127.0.0.1:5432/dualsend"
+
+    default = manage("shell", "-c", show, DATABASE_URL=url)
+    turned_off = manage("shell", "-c", show, DATABASE_URL=url, DATABASE_PREPARED_STATEMENTS="0")
+
+    assert default.returncode == 0, default.stderr
+    assert turned_off.returncode == 0, turned_off.stderr
+    assert "'server_side_binding': True" in default.stdout
+    assert "'prepare_threshold': 5" in default.stdout
+    assert "server_side_binding" not in turned_off.stdout
+    assert "prepare_threshold" not in turned_off.stdout
+
+
+@requires_postgresql
 def test_connecting_to_a_server_that_never_answers_gives_up_after_the_connect_timeout():
     """The connection parameters Django builds carry connect_timeout (5 s; psycopg's own
     default is 130 s) and keepalives: a silent server costs seconds, not minutes."""
