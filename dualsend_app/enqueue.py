@@ -1,4 +1,4 @@
-"""Hand work to the broker: the chord of an order, the compensations of a settle.
+"""Hand work to the broker: the two sends of an order, the compensations of a settle.
 
 Signatures are built by task name (routes in settings pick the queue), so the business
 rules enqueue without importing the task modules: tasks/ calls into this package, never
@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from celery import chord, signature
+from celery import signature
 from celery.canvas import Signature
 from django.conf import settings
 from django.utils import timezone
@@ -29,7 +29,10 @@ COMPENSATE_TASK = "tasks.compensations.compensate"
 
 
 def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = None) -> bool:
-    """chord([reserve, charge], settle); mark the order dispatched once the broker has it.
+    """reserve and charge, each to its queue; mark the order dispatched once the broker
+    has both. Whichever finishes last settles the order (`tasks/sends.py`): the join is
+    the order's rows, not a Celery chord, whose counter in Redis cost more CPU than the
+    send's own bookkeeping and was lost whenever Redis restarted empty.
 
     `sends` are the order's header sends when the caller holds them (it just created
     them); otherwise they are read."""
@@ -37,9 +40,10 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
         sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
     header = [send_task(send) for send in sends]
     try:
-        # The chord's publications run in this span: each task's message carries it.
+        # The publications run in this span: each task's message carries it.
         with tracing.span("dispatch order", order_id=str(order_id)):
-            chord(header)(settle_task(order_id))
+            for task in header:
+                task.apply_async()
     except Exception:
         # The broker is down: the order stays pending and the sweeper dispatches it later.
         logger.exception("order could not be dispatched; left pending")
@@ -63,7 +67,7 @@ def mark_dispatched(order_id: uuid.UUID | str) -> None:
         order_id,
         from_statuses=(Order.Status.PENDING,),
         to_status=Order.Status.DISPATCHED,
-        reason="the chord is with the broker",
+        reason="the sends are with the broker",
         at=now,
         dispatched_at=now,
     )
@@ -81,17 +85,9 @@ def enqueue_compensations(send_ids: Iterable[int]) -> None:
 
 
 def enqueue_send(send: Send) -> bool:
-    """One send on its own, outside any chord (the sweeper's re-drive).
-
-    A header send re-driven alone is no longer part of its order's chord, whose callback
-    may never fire now: it carries `settle` as its link, so the order settles as soon as
-    the send is final instead of a sweep later (settle waits while the other send is not
-    final, and does nothing for an order already settled).
-    """
-    task = send_task(send)
-    if not send.is_compensation:
-        task.link(settle_task(send.order_id))
-    return _publish(task, f"send={send.pk}")
+    """One send on its own (the sweeper's re-drive): a header send settles its order
+    once it is final, as when the order was dispatched."""
+    return _publish(send_task(send), f"send={send.pk}")
 
 
 def enqueue_settle(order_id: uuid.UUID | str) -> bool:
@@ -115,7 +111,7 @@ def _task_name(operation: str) -> str:
 
 
 def settle_task(order_id: uuid.UUID | str, *header_results: list) -> Signature:
-    """settle(header_results, order_id); a chord fills in the header's results itself."""
+    """settle(header_results, order_id): the sweeper's, when the sends did not settle it."""
     return order_task(SETTLE_TASK, (*header_results, str(order_id)), order_id)
 
 

@@ -70,7 +70,7 @@ def create_order(
             order, sends, lock_timeout_seconds=settings.DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS
         )
         order.new_sends = sends
-        # Once committed (at once, outside a transaction): the chord goes to the broker.
+        # Once committed (at once, outside a transaction): the sends go to the broker.
         transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
     with log_context.bound(order_id=order.pk, correlation_id=correlation_id):
         logger.info("order created")
@@ -78,7 +78,7 @@ def create_order(
 
 
 def _dispatch(order: Order, sends: list[Send] | None) -> None:
-    """The order's chord, published with the order's ids (its tasks' message headers carry
+    """The order's two sends, published with the order's ids (its tasks' message headers carry
     them): a batch commits many orders at once, each dispatched as itself."""
     with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
         if _dispatched_by_the_sweeper(order):
@@ -93,9 +93,9 @@ def _dispatched_by_the_sweeper(order: Order) -> bool:
     A batch's orders are dispatched one after another once the batch commits. Under load
     the last ones came up after the sweep grace, when the sweeper had already taken them
     for lost and dispatched them (`recovery.redispatch_undispatched_orders`): a second
-    chord each, 200 of the 1,000 orders of `manage.py bench`'s batch burst. Past half the
+    dispatch each, 200 of the 1,000 orders of `manage.py bench`'s batch burst. Past half the
     grace an order is published only if it is still pending. A database that cannot say
-    leaves the publish as it was: a duplicate chord is harmless (its sends are claimed
+    leaves the publish as it was: a duplicate dispatch is harmless (its sends are claimed
     once), a lost one is not.
     """
     age = (timezone.now() - order.created_at).total_seconds()

@@ -103,14 +103,14 @@ def expire_old_orders(now: datetime.datetime) -> int:
 
 
 def redispatch_undispatched_orders(created_before: datetime.datetime) -> int:
-    """Still pending: the chord never reached the broker (it was down at commit)."""
+    """Still pending: its sends never reached the broker (it was down at commit)."""
     pending = Order.objects.filter(
         not_redriven_since(created_before, Redrive.Kind.DISPATCH),
         status=Order.Status.PENDING,
         created_at__lt=created_before,
     )
     return redrive_each(
-        pending, _dispatch_if_still_pending, Redrive.Kind.DISPATCH, "chord dispatched again"
+        pending, _dispatch_if_still_pending, Redrive.Kind.DISPATCH, "sends dispatched again"
     )
 
 
@@ -120,7 +120,7 @@ def _dispatch_if_still_pending(order_id: uuid.UUID) -> bool:
     The list is read once, and dispatching 200 orders under load takes seconds: meanwhile
     the batch request that created them reaches them too (it looks first as well:
     `orders._dispatched_by_the_sweeper`). Without this look, a short bench's batch burst had
-    the sweeper dispatch 184 orders of which the web skipped only 30: 154 second chords.
+    the sweeper dispatch 184 orders of which the web skipped only 30: 154 dispatched twice.
     """
     return orders.still_pending(order_id) and enqueue.dispatch_order(order_id)
 
@@ -151,8 +151,8 @@ def requeue_lost_sends(
     """A send whose next step is long overdue: its message was lost. Enqueue it alone.
 
     Pending and overdue (never picked up, or its retry message vanished) while its queue
-    is not `busy`, or in flight with an expired lease (its worker died mid-call). The
-    lost chord callback is covered by `resettle_forgotten_orders`.
+    is not `busy`, or in flight with an expired lease (its worker died mid-call). An
+    order whose sends are final but that is not settled is `resettle_forgotten_orders`'.
     """
     waiting_behind_others = [op for op in Send.Operation.values if enqueue.queue_of(op) in busy]
     overdue = (

@@ -45,10 +45,17 @@ class NextStep:
     # The send's status when this delivery ended (for the task's return value), when
     # known without reading the row again.
     status: str = ""
+    # The send's order, when this delivery left the send final (or found it so): the
+    # order may now be ready to settle (`tasks/sends.py`).
+    order_id: Any = None
 
     @property
     def should_retry(self) -> bool:
         return self.retry_in is not None
+
+    @property
+    def send_is_final(self) -> bool:
+        return self.order_id is not None and self.status in Send.FINAL_STATUSES
 
 
 STOP = NextStep()
@@ -73,7 +80,9 @@ def run(send_id: int, kept_answer: dict[str, Any] | None = None) -> NextStep:
     now = timezone.now()
     send = row_reads.send_with_order(send_id)
     if send.is_final:
-        return NextStep(status=send.status)  # a duplicate delivery: nothing to do
+        # A duplicate delivery: nothing to send. Its order may still need settling (the
+        # delivery that made the send final died before it settled the order).
+        return NextStep(status=send.status, order_id=send.order_id)
     if send.order.status not in send.order_statuses_taking_it:
         # The order moved on (it expired) while this send waited: it is never called now.
         _fail_unsent(send, f"not sent: the order is {send.order.status}", now)
@@ -196,7 +205,7 @@ def record_attempt(call: CallMade) -> NextStep:
         metrics.record_retry_scheduled(
             send.partner, send.operation, retry_after=call.result.retry_after
         )
-    return NextStep(retry_in=plan.delay, status=changes["status"])
+    return NextStep(retry_in=plan.delay, status=changes["status"], order_id=send.order_id)
 
 
 def _forget_card_token(send: Send) -> dict[str, Any]:
@@ -268,7 +277,8 @@ def defer(send: Send, admission: gate.Admission, now: datetime.datetime) -> Next
         count_attempts=False,
     )
     if give_up is not None:
-        _fail_unsent(send, f"{admission.reason}; {give_up}", now)
+        if _fail_unsent(send, f"{admission.reason}; {give_up}", now):
+            return NextStep(status=Send.Status.FAILED, order_id=send.order_id)
         return STOP
     wait = retry_policy.spread_later(admission.wait_seconds)
     Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
@@ -287,10 +297,11 @@ def defer(send: Send, admission: gate.Admission, now: datetime.datetime) -> Next
     return NextStep(retry_in=wait)
 
 
-def _fail_unsent(send: Send, reason: str, now: datetime.datetime) -> None:
-    """Past the deadline without a call now: clean if no call was ever made."""
+def _fail_unsent(send: Send, reason: str, now: datetime.datetime) -> bool:
+    """Past the deadline without a call now: clean if no call was ever made. True when
+    this delivery failed the send (it was still pending)."""
     kind = Send.FailureKind.NOT_SENT if send.attempts == 0 else Send.FailureKind.UNKNOWN
-    Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
+    failed = Send.objects.filter(pk=send.pk, status=Send.Status.PENDING).update(
         status=Send.Status.FAILED,
         failure_kind=kind,
         error=reason,
@@ -303,6 +314,7 @@ def _fail_unsent(send: Send, reason: str, now: datetime.datetime) -> None:
         kind,
         reason,
     )
+    return failed == 1
 
 
 def keep_answer(call: CallMade) -> dict[str, Any]:
@@ -361,7 +373,7 @@ def _log_attempt(call: CallMade, plan: retry_policy.RetryPlan) -> None:
 
 
 def summary(send_id: int, step: NextStep) -> dict[str, Any]:
-    """What a send task returns: enough for the chord's results, the database has the rest.
+    """What a send task returns: its send and status; the database has the rest.
 
     The status this delivery left the send in when it knows it, without a query; read
     from the row only when it does not (a delivery that did nothing)."""

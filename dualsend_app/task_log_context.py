@@ -1,7 +1,7 @@
 """The order's ids across Celery: carried in each task message's headers, set while it runs.
 
-Whoever publishes a task of an order (the web's chord, a worker's retry, settle's
-compensations, the sweeper's re-drives, the chord's callback) has the order's ids in its
+Whoever publishes a task of an order (the web's dispatch, a worker's retry, settle's
+compensations, the sweeper's re-drives) has the order's ids in its
 log context (`log_context.py`); `before_task_publish` copies them into the message's
 headers. In the worker:
 

@@ -6,7 +6,7 @@ On when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) 
 `setup_from_environment` (the web in `project/wsgi.py`, each worker process from the
 Celery signals in `project/celery.py`): a tracer provider that exports in batches over
 OTLP `http/protobuf`, and the Django, Celery and `requests` instrumentations. An order is
-one trace: the `POST /api/orders` span, the chord's dispatch, each task (the context
+one trace: the `POST /api/orders` span, the order's dispatch, each task (the context
 travels in the Celery message headers), each partner call (both partners receive a W3C
 `traceparent` with the order's trace id), settle and the compensations it enqueues.
 

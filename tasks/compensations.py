@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from dualsend_app import orders
+from dualsend_app import orders, sending
 from dualsend_app.models import Send
 
 from .options import ORDER_TASK_OPTIONS
@@ -15,7 +15,7 @@ from .sends import run_send
 @shared_task(name="tasks.compensations.compensate", ignore_result=True, **ORDER_TASK_OPTIONS)
 def compensate(self: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
     """Same path as a header send; whichever compensation finishes last closes the order."""
-    summary = run_send(self, send_id, kept_answer)
+    summary = sending.summary(send_id, run_send(self, send_id, kept_answer))
     order_id = Send.objects.values_list("order_id", flat=True).get(pk=send_id)
     orders.finish_compensation(order_id)
     return summary

@@ -1,12 +1,21 @@
-"""The two header sends of an order's chord: reserve stock, charge the card.
+"""The two header sends of an order: reserve stock, charge the card; the last to finish
+settles the order.
 
 This is where a send is retried: `run_send` raises Celery's `Task.retry` with the delay
 that `dualsend_app.sending.run` returned: backoff with full jitter and Retry-After
 (`dualsend_app/retry_policy.py`), or the gate's wait (breaker open, rate limit). A send
 never fails its task: when it runs out of retries it records the failure and *returns*,
-so the chord's `settle` always runs. Database errors are retried by Celery's autoretry
+and the order settles all the same. Database errors are retried by Celery's autoretry
 until the database is back (`tasks/options.py`); an answer already received is carried
 into that retry as `kept_answer`, never asked for again.
+
+The order's join is in the database, not in a Celery chord: a send that ends final
+settles its order (`orders.settle` reads both sends and claims the order; it does
+nothing while the other send is not final, or once the order is settled). Each send
+commits its own outcome before it reads the other's, so at least one of two sends that
+finish together sees both final. A worker that dies between the two gives the message
+back (acks late): the delivery that follows finds the send final and settles. The
+sweeper settles whatever is left (`recovery.resettle_forgotten_orders`).
 """
 
 from typing import Any
@@ -14,12 +23,14 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 
-from dualsend_app import sending
+from dualsend_app import orders, sending, tracing
 
 from .options import ORDER_TASK_OPTIONS
 
 
-def run_send(task: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
+def run_send(
+    task: Task, send_id: int, kept_answer: dict[str, Any] | None = None
+) -> sending.NextStep:
     """One delivery of a send; a retry when `sending.run` asks for one."""
     step = sending.run(send_id, kept_answer)
     if step.should_retry:
@@ -30,18 +41,23 @@ def run_send(task: Task, send_id: int, kept_answer: dict[str, Any] | None = None
             kwargs={"kept_answer": step.kept_answer} if step.kept_answer else {},
             countdown=min(step.retry_in, settings.DUALSEND_MAX_COUNTDOWN_SECONDS),
         )
+    return step
+
+
+def settle_when_final(send_id: int, step: sending.NextStep) -> dict:
+    """A header send that is final settles its order if the other one is final too."""
+    if step.send_is_final:
+        with tracing.span("settle order", order_id=str(step.order_id)):
+            orders.settle(step.order_id)
     return sending.summary(send_id, step)
 
 
-# Their results are not stored: the chord's callback gets each header's return value from
-# the chord's own list in Redis (`on_chord_part_return` runs whether or not a result is
-# stored), and nothing else reads them. Storing them was a SET and a PUBLISH per send,
-# 4% of the workers' CPU in `manage.py bench`.
+# Their results are not stored: nothing reads them (the database has every outcome).
 @shared_task(name="tasks.sends.send_inventory", ignore_result=True, **ORDER_TASK_OPTIONS)
 def send_inventory(self: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
-    return run_send(self, send_id, kept_answer)
+    return settle_when_final(send_id, run_send(self, send_id, kept_answer))
 
 
 @shared_task(name="tasks.sends.send_payment", ignore_result=True, **ORDER_TASK_OPTIONS)
 def send_payment(self: Task, send_id: int, kept_answer: dict[str, Any] | None = None) -> dict:
-    return run_send(self, send_id, kept_answer)
+    return settle_when_final(send_id, run_send(self, send_id, kept_answer))

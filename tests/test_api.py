@@ -170,7 +170,7 @@ def test_create_answers_202_with_the_order_and_its_location(client, dispatched):
 
 
 def test_create_saves_two_sends_and_dispatches_once_after_commit(client, dispatched):
-    """One order, its two header sends, and one chord dispatch for it on commit."""
+    """One order, its two header sends, and one dispatch of them on commit."""
     data = create(client)
 
     assert Send.objects.filter(order_id=data["id"]).count() == 2

@@ -173,7 +173,7 @@ def completed_after_retries():
     history(
         order,
         (0, "", "pending", "accepted"),
-        (5, "pending", "dispatched", "the chord is with the broker"),
+        (5, "pending", "dispatched", "the sends are with the broker"),
         (1500, "dispatched", "completed", "both partners succeeded"),
     )
     return order
