@@ -94,3 +94,12 @@ def test_an_order_by_its_client_and_key():
     # Orders without a key all have "": none of them is found by it.
     create_order()
     assert row_reads.order_by_key("test", "") is None
+
+
+def test_an_orders_status_alone_and_none_for_an_unknown_order(django_assert_num_queries):
+    order = create_order(status=Order.Status.COMPENSATING)
+
+    with django_assert_num_queries(1):
+        assert row_reads.order_status(order.pk) == Order.Status.COMPENSATING
+    assert row_reads.order_status(str(order.pk)) == Order.Status.COMPENSATING
+    assert row_reads.order_status(uuid.uuid4()) is None

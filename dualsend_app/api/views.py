@@ -195,7 +195,7 @@ def _wait_until_final(order: Order, seconds: float) -> tuple[Order, list[Send]] 
 
 
 def _current_status(pk: uuid.UUID) -> str:
-    status = Order.objects.filter(pk=pk).values_list("status", flat=True).first()
+    status = row_reads.order_status(pk)
     if status is None:  # deleted while we waited
         raise errors.not_found()
     return status
