@@ -8,14 +8,14 @@ logs, returns False, and the sweeper (`recovery.py`) tries again later.
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from celery import signature
+from celery import current_app, signature
 from celery.canvas import Signature
 from django.conf import settings
 from django.utils import timezone
 
-from . import status_history, tracing
+from . import log_context, status_history, tracing
 from .models import Order, Send
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ SEND_TASK_BY_PARTNER = {
 }
 SETTLE_TASK = "tasks.settle.settle_order"
 COMPENSATE_TASK = "tasks.compensations.compensate"
+DISPATCHED_REASON = "the sends are with the broker"
 
 
 def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = None) -> bool:
@@ -52,6 +53,53 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
     return True
 
 
+def dispatch_orders(orders: Sequence[Order]) -> bool:
+    """`dispatch_order` for the orders a batch created (each with its `new_sends`): their
+    sends go to a Redis broker in one pipeline, and they are marked dispatched in one
+    statement. All or none: a broker that fails leaves them all pending, for the sweeper.
+
+    One at a time, a batch's dispatch was most of the web's CPU for it: a producer taken
+    from the pool, a round trip and an UPDATE for each message and order (py-spy, issue 8).
+    On another broker kombu publishes each message at once, as `dispatch_order` does.
+    """
+    if not orders:
+        return True
+    try:
+        with current_app.producer_or_acquire() as producer, producer.batch():
+            for order in orders:
+                # Each order's ids go in its tasks' headers (task_log_context.py).
+                with (
+                    log_context.bound(order_id=order.pk, correlation_id=order.correlation_id),
+                    tracing.span("dispatch order", order_id=str(order.pk)),
+                ):
+                    for send in order.new_sends:
+                        send_task(send).apply_async(producer=producer)
+    except Exception:
+        logger.exception("%s orders could not be dispatched; left pending", len(orders))
+        return False
+    _mark_all_dispatched([order.pk for order in orders])
+    return True
+
+
+def _mark_all_dispatched(order_ids: list[uuid.UUID]) -> None:
+    """`mark_dispatched` for many orders: one statement, and one more for those that moved
+    on meanwhile (their sends ran before this line)."""
+    now = timezone.now()
+    moved = status_history.claim_many(
+        order_ids,
+        from_status=Order.Status.PENDING,
+        to_status=Order.Status.DISPATCHED,
+        reason=DISPATCHED_REASON,
+        at=now,
+        dispatched_at=now,
+    )
+    moved_on = [order_id for order_id in order_ids if order_id not in moved]
+    if moved_on:
+        Order.objects.filter(pk__in=moved_on, dispatched_at__isnull=True).update(
+            dispatched_at=now, updated_at=now
+        )
+
+
 def mark_dispatched(order_id: uuid.UUID | str) -> None:
     """pending → dispatched with the time of the first dispatch, and its status history
     row: one statement (`status_history.claim`).
@@ -67,7 +115,7 @@ def mark_dispatched(order_id: uuid.UUID | str) -> None:
         order_id,
         from_statuses=(Order.Status.PENDING,),
         to_status=Order.Status.DISPATCHED,
-        reason="the sends are with the broker",
+        reason=DISPATCHED_REASON,
         at=now,
         dispatched_at=now,
     )

@@ -13,7 +13,8 @@ Every move of an order's status goes through `status_history.claim`, which recor
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -28,6 +29,11 @@ from .models import Order, Redrive, Send
 from .partners import clients
 
 logger = logging.getLogger(__name__)
+
+# The orders `created_together` is collecting, in this thread; None outside it.
+_dispatched_together: ContextVar[list[Order] | None] = ContextVar(
+    "dualsend_dispatched_together", default=None
+)
 
 
 class SettleResult(StrEnum):
@@ -70,11 +76,54 @@ def create_order(
             order, sends, lock_timeout_seconds=settings.DUALSEND_INTAKE_LOCK_TIMEOUT_SECONDS
         )
         order.new_sends = sends
-        # Once committed (at once, outside a transaction): the sends go to the broker.
-        transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
+        together = _dispatched_together.get()
+        if together is not None:
+            together.append(order)  # dispatched with the others of its batch
+        else:
+            # Once committed (at once, outside a transaction): the sends go to the broker.
+            transaction.on_commit(lambda: _dispatch(order, sends), robust=True)
     with log_context.bound(order_id=order.pk, correlation_id=correlation_id):
         logger.info("order created")
     return order
+
+
+@contextlib.contextmanager
+def created_together() -> Iterator[None]:
+    """One transaction, whose new orders are dispatched together once it commits (a
+    batch's: `enqueue.dispatch_orders`); an order whose savepoint failed is not among them.
+    """
+    created: list[Order] = []
+    token = _dispatched_together.set(created)
+    try:
+        with transaction.atomic():
+            transaction.on_commit(lambda: _dispatch_all(created), robust=True)
+            yield
+    finally:
+        _dispatched_together.reset(token)
+
+
+def _dispatch_all(created: list[Order]) -> None:
+    late = _dispatched_by_the_sweeper_among(created)
+    if late:
+        logger.info("%s orders dispatched by the sweeper meanwhile; not published again", len(late))
+    enqueue.dispatch_orders([order for order in created if order.pk not in late])
+
+
+def _dispatched_by_the_sweeper_among(created: list[Order]) -> set[uuid.UUID]:
+    """`_dispatched_by_the_sweeper` for a batch's orders, in one query."""
+    now = timezone.now()
+    half_grace = settings.DUALSEND_SWEEP_GRACE_SECONDS / 2
+    old = [o.pk for o in created if (now - o.created_at).total_seconds() >= half_grace]
+    if not old:
+        return set()
+    try:
+        return set(
+            Order.objects.filter(pk__in=old)
+            .exclude(status=Order.Status.PENDING)
+            .values_list("pk", flat=True)
+        )
+    except DatabaseError:
+        return set()
 
 
 def _dispatch(order: Order, sends: list[Send] | None) -> None:

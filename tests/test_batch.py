@@ -45,13 +45,13 @@ def api_settings(settings):
 
 @pytest.fixture(autouse=True)
 def dispatched(request, monkeypatch):
-    """The order ids `dispatch_order` was called with (on commit), instead of a broker;
+    """The order ids a batch handed to `dispatch_orders` (on commit), instead of a broker;
     the integration tests dispatch for real."""
     calls = []
     if request.node.get_closest_marker("integration") is None:
         monkeypatch.setattr(
-            "dualsend_app.enqueue.dispatch_order",
-            lambda order_id, sends=None: calls.append(str(order_id)),
+            "dualsend_app.enqueue.dispatch_orders",
+            lambda orders: calls.extend(str(order.pk) for order in orders),
         )
     return calls
 

@@ -1,9 +1,9 @@
-"""An order's chord published late (a batch under load) is not published a second time.
+"""An order published late (a batch under load) is not published a second time.
 
-A batch's orders are dispatched one after another once it commits; under load the last
-ones came up after the sweep grace, when the sweeper had already taken them for lost and
-dispatched them. These tests run the real on-commit callback of `orders.create_order`
-after the sweeper's part is played by hand.
+Under load a batch's orders came up for dispatch after the sweep grace, when the sweeper
+had already taken them for lost and dispatched them. These tests run the real on-commit
+callbacks of `orders.create_order` and `orders.created_together` after the sweeper's part
+is played by hand.
 """
 
 import datetime
@@ -35,7 +35,7 @@ def created_ago(order, seconds):
     order.created_at -= datetime.timedelta(seconds=seconds)
 
 
-def test_the_sweeper_dispatched_it_first_no_second_chord(
+def test_the_sweeper_dispatched_it_first_no_second_dispatch(
     dispatched, settings, django_capture_on_commit_callbacks, caplog
 ):
     order, dispatch = create_with_callback(django_capture_on_commit_callbacks)
@@ -69,3 +69,32 @@ def test_on_time_it_is_published_without_a_look(
         dispatch()
 
     assert len(dispatched) == 1
+
+
+def test_a_batch_leaves_out_only_what_the_sweeper_dispatched_looking_once(
+    settings, monkeypatch, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    """A batch's orders are dispatched together; of those past half the grace, one query
+    finds the ones the sweeper took, and only they are left out."""
+    handed = []
+    monkeypatch.setattr(orders.enqueue, "dispatch_orders", handed.extend)
+    with django_capture_on_commit_callbacks() as callbacks, orders.created_together():
+        taken, late, on_time = (
+            orders.create_order(
+                client="shop",
+                idempotency_key=new_request_id(),
+                fingerprint="f" * 64,
+                payload=order_body(),
+                correlation_id=new_request_id(),
+            )
+            for _ in range(3)
+        )
+    (dispatch_all,) = callbacks
+    for order in (taken, late):
+        created_ago(order, settings.DUALSEND_SWEEP_GRACE_SECONDS + 1)
+    Order.objects.filter(pk=taken.pk).update(status=Order.Status.DISPATCHED)  # the sweeper
+
+    with django_assert_num_queries(1):
+        dispatch_all()
+
+    assert handed == [late, on_time]

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from celery.canvas import Signature
 from django.core.exceptions import ImproperlyConfigured
 
 from devstack import free_port
@@ -192,10 +193,9 @@ def test_each_order_of_a_batch_logs_and_publishes_with_its_own_ids(
     publishes, carry its own id and its own correlation id `<X-Request-ID>.<index>`."""
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.INFO)
-    published = []
+    published = []  # the ids each task message was published with, instead of a broker
     monkeypatch.setattr(
-        "dualsend_app.enqueue.dispatch_order",
-        lambda order_id, sends=None: published.append(log_context.current()),
+        Signature, "apply_async", lambda task, *a, **k: published.append(log_context.current())
     )
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -209,7 +209,7 @@ def test_each_order_of_a_batch_logs_and_publishes_with_its_own_ids(
         if record.getMessage() == "order created"
     ]
     assert created == expected
-    assert published == expected
+    assert published == [ids for ids in expected for _send in ("reserve", "charge")]
 
 
 # --- the real processes ------------------------------------------------------------------

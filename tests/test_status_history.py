@@ -249,3 +249,71 @@ def test_an_operators_row_keeps_their_name_after_their_account_is_deleted():
     (change,) = order.status_changes.all()
     assert change.by is None
     assert change.by_username == "night-operator"
+
+
+def test_claim_many_moves_the_pending_ones_and_records_each_in_one_statement(
+    django_assert_num_queries,
+):
+    pending = [create_order(status=Order.Status.PENDING) for _ in range(3)]
+    settled = create_order(status=Order.Status.COMPLETED)
+    at = timezone.now()
+
+    with django_assert_num_queries(1):
+        moved = status_history.claim_many(
+            [order.pk for order in (*pending, settled)],
+            from_status=Order.Status.PENDING,
+            to_status=Order.Status.DISPATCHED,
+            reason="the sends are with the broker",
+            at=at,
+            dispatched_at=at,
+        )
+
+    assert moved == {order.pk for order in pending}
+    for order in pending:
+        order.refresh_from_db()
+        assert (order.status, order.dispatched_at) == (Order.Status.DISPATCHED, at)
+        assert moves(order)[-1] == ("pending", "dispatched")
+    settled.refresh_from_db()
+    assert settled.status == Order.Status.COMPLETED and not settled.status_changes.exists()
+
+
+def test_a_batch_is_published_through_one_producer_then_marked_dispatched(
+    no_broker, monkeypatch
+):
+    """Every send of every order through the same producer, in its batch; then each order
+    pending → dispatched with its history row, one that moved on meanwhile keeping its
+    status with its dispatch time."""
+    created = [create_through_the_rules() for _ in range(2)]
+    raced = order_with(Order.Status.PENDING, **{Op.INVENTORY_RESERVE: OK, Op.PAYMENT_CHARGE: OK})
+    assert orders.settle(raced.pk) == orders.SettleResult.COMPLETED
+    raced.new_sends = list(raced.sends.all())
+    producers = []
+    monkeypatch.setattr(
+        Signature,
+        "apply_async",
+        lambda task, *a, **k: no_broker.append(task) or producers.append(k["producer"]),
+    )
+
+    assert enqueue.dispatch_orders([*created, raced])
+
+    assert len(no_broker) == 6 and len({id(producer) for producer in producers}) == 1
+    for order in created:
+        order.refresh_from_db()
+        assert order.status == Order.Status.DISPATCHED
+        assert moves(order) == [("", "pending"), ("pending", "dispatched")]
+    raced.refresh_from_db()
+    assert raced.status == Order.Status.COMPLETED and raced.dispatched_at is not None
+
+
+def test_a_batch_the_broker_refuses_stays_pending(monkeypatch):
+    created = [create_through_the_rules() for _ in range(2)]
+
+    def broker_down(task, *args, **kwargs):
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(Signature, "apply_async", broker_down)
+
+    assert not enqueue.dispatch_orders(created)
+    for order in created:
+        order.refresh_from_db()
+        assert order.status == Order.Status.PENDING and order.dispatched_at is None

@@ -24,7 +24,8 @@ key and body as an order this client made before), 422 `idempotency_key_reused`,
 `idempotency_in_progress` (with `retry_after`). Keys are scoped per client, as ever.
 
 Every accepted order is created in ONE transaction (each through
-`idempotency.create_or_replay`, a savepoint of it), and dispatched on its commit. The
+`idempotency.create_or_replay`, a savepoint of it), and all are dispatched together on
+its commit (`orders.created_together`, `enqueue.dispatch_orders`). The
 new keys are inserted in sorted order, so two batches sharing keys wait for each other
 instead of deadlocking. A dependency down (the database, even at the Nth order) answers
 the whole batch 503 with Retry-After: the transaction is rolled back, nothing is
@@ -38,10 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
-from dualsend_app import log_context
+from dualsend_app import log_context, orders
 from dualsend_app.models import Order
 from project.partner_settings import parse_rate
 
@@ -84,7 +84,7 @@ def orders_batch(request: HttpRequest) -> JsonResponse:
     items = _read_items(raw_orders)
     _create_or_replay(client, items, request.request_id)
 
-    # Read them back: the chords were dispatched on commit, and a replay shows the order now.
+    # Read them back: they were dispatched on commit, and a replay shows the order now.
     pks = [item.order.pk for item in items if item.order is not None]
     current = {
         order.pk: order
@@ -172,7 +172,7 @@ def _create_or_replay(client: str, items: list[BatchItem], request_id: str) -> N
     accepted = sorted((item for item in items if item.error is None), key=lambda i: i.key)
     if not accepted:
         return
-    with transaction.atomic():
+    with orders.created_together():
         for item in accepted:
             correlation_id = _correlation_id(request_id, item.index)
             # This order's lines carry its own correlation id, not the batch's.
