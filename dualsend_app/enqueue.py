@@ -6,14 +6,16 @@ the other way round. Every function here is safe to call while the broker is dow
 logs, returns False, and the sweeper (`recovery.py`) tries again later.
 """
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from celery import current_app, signature
 from celery.canvas import Signature
 from django.conf import settings
 from django.utils import timezone
+from kombu import Producer
 
 from . import log_context, status_history, tracing
 from .models import Order, Send
@@ -39,12 +41,9 @@ def dispatch_order(order_id: uuid.UUID | str, sends: Iterable[Send] | None = Non
     them); otherwise they are read."""
     if sends is None:
         sends = Send.objects.filter(order_id=order_id, operation__in=Send.HEADER_OPERATIONS)
-    header = [send_task(send) for send in sends]
     try:
-        # The publications run in this span: each task's message carries it.
-        with tracing.span("dispatch order", order_id=str(order_id)):
-            for task in header:
-                task.apply_async()
+        with _one_pipeline() as producer:
+            _publish_sends(producer, order_id, sends)
     except Exception:
         # The broker is down: the order stays pending and the sweeper dispatches it later.
         logger.exception("order could not be dispatched; left pending")
@@ -60,25 +59,36 @@ def dispatch_orders(orders: Sequence[Order]) -> bool:
 
     One at a time, a batch's dispatch was most of the web's CPU for it: a producer taken
     from the pool, a round trip and an UPDATE for each message and order (py-spy, issue 8).
-    On another broker kombu publishes each message at once, as `dispatch_order` does.
     """
     if not orders:
         return True
     try:
-        with current_app.producer_or_acquire() as producer, producer.batch():
+        with _one_pipeline() as producer:
             for order in orders:
                 # Each order's ids go in its tasks' headers (task_log_context.py).
-                with (
-                    log_context.bound(order_id=order.pk, correlation_id=order.correlation_id),
-                    tracing.span("dispatch order", order_id=str(order.pk)),
-                ):
-                    for send in order.new_sends:
-                        send_task(send).apply_async(producer=producer)
+                with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
+                    _publish_sends(producer, order.pk, order.new_sends)
     except Exception:
         logger.exception("%s orders could not be dispatched; left pending", len(orders))
         return False
     _mark_all_dispatched([order.pk for order in orders])
     return True
+
+
+@contextlib.contextmanager
+def _one_pipeline() -> Iterator[Producer]:
+    """One producer for several messages: on a Redis broker they go in one round trip
+    (kombu's `Producer.batch`), sent when the block ends; another broker sends each at
+    once. A block that raises sends nothing that was still buffered."""
+    with current_app.producer_or_acquire() as producer, producer.batch():
+        yield producer
+
+
+def _publish_sends(producer: Producer, order_id: uuid.UUID | str, sends: Iterable[Send]) -> None:
+    # The publications run in this span: each task's message carries it.
+    with tracing.span("dispatch order", order_id=str(order_id)):
+        for send in sends:
+            send_task(send).apply_async(producer=producer)
 
 
 def _mark_all_dispatched(order_ids: list[uuid.UUID]) -> None:

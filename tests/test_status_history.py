@@ -317,3 +317,21 @@ def test_a_batch_the_broker_refuses_stays_pending(monkeypatch):
     for order in created:
         order.refresh_from_db()
         assert order.status == Order.Status.PENDING and order.dispatched_at is None
+
+
+def test_one_order_s_two_sends_go_through_one_producer(no_broker, monkeypatch):
+    order = create_through_the_rules()
+    producers = []
+    monkeypatch.setattr(
+        Signature,
+        "apply_async",
+        lambda task, *a, **k: no_broker.append(task) or producers.append(k["producer"]),
+    )
+
+    assert enqueue.dispatch_order(order.pk)
+
+    assert sorted(task.task for task in no_broker) == [
+        "tasks.sends.send_inventory",
+        "tasks.sends.send_payment",
+    ]
+    assert len({id(producer) for producer in producers}) == 1
