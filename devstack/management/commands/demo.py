@@ -187,7 +187,7 @@ def show_where_to_look(
     say(f"  dashboard  {stack.web_url}/dashboard/  [dim](the same login)[/]")
     flower_login = f"[bold]{FLOWER_USER}[/] / [bold]{stack.flower_password}[/]"
     say(f"  flower     {stack.flower_url}/tasks  login {flower_login}")
-    say("             [dim]search an order's id there: its sends, settle, compensations[/]")
+    say("             [dim]search an order's id there: its sends and compensations[/]")
     say(f"  metrics    {stack.web_url}/metrics")
     say(f"  API docs   {stack.web_url}/api/docs  [dim](the contract: /api/schema)[/]")
     say(f"  API token  {stack.api_token}")
