@@ -300,7 +300,7 @@ class FaultRunner:
         return (
             f"SIGKILL to redis-server (no persistence), started again on port "
             f"{self.stack.redis_port} {back_in:.1f} s later: {what}{lost['keys']} key(s) lost "
-            "(results, chord counters, breaker and rate-limit state)"
+            "(results, breaker and rate-limit state)"
         )
 
     def _take_down(self, fault: PlannedFault) -> None:

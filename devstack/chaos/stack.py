@@ -153,7 +153,7 @@ class ChaosStack(Stack):
         """SIGKILL Redis and start it again on the same port: everything in it is gone.
 
         Returns what was lost: the messages waiting in the broker's queues or held
-        unacknowledged, and how many keys in all (results, chord counters, breakers).
+        unacknowledged, and how many keys in all (results, breakers).
         """
         lost = self.redis_contents()
         for child in self.role_children(REDIS):
