@@ -71,7 +71,7 @@ def dispatch_orders(orders: Sequence[Order]) -> bool:
     except Exception:
         logger.exception("%s orders could not be dispatched; left pending", len(orders))
         return False
-    _mark_all_dispatched([order.pk for order in orders])
+    mark_dispatched(*(order.pk for order in orders))
     return True
 
 
@@ -91,46 +91,29 @@ def _publish_sends(producer: Producer, order_id: uuid.UUID | str, sends: Iterabl
             send_task(send).apply_async(producer=producer)
 
 
-def _mark_all_dispatched(order_ids: list[uuid.UUID]) -> None:
-    """`mark_dispatched` for many orders: one statement, and one more for those that moved
-    on meanwhile (their sends ran before this line)."""
-    now = timezone.now()
-    moved = status_history.claim_many(
-        order_ids,
-        from_status=Order.Status.PENDING,
-        to_status=Order.Status.DISPATCHED,
-        reason=DISPATCHED_REASON,
-        at=now,
-        dispatched_at=now,
-    )
-    moved_on = [order_id for order_id in order_ids if order_id not in moved]
-    if moved_on:
-        Order.objects.filter(pk__in=moved_on, dispatched_at__isnull=True).update(
-            dispatched_at=now, updated_at=now
-        )
-
-
-def mark_dispatched(order_id: uuid.UUID | str) -> None:
-    """pending → dispatched with the time of the first dispatch, and its status history
-    row: one statement (`status_history.claim`).
+def mark_dispatched(*order_ids: uuid.UUID | str) -> None:
+    """pending → dispatched with the time of the first dispatch, and a status history row
+    each: one statement for them all (`status_history.claim_many`).
 
     An order that moved on meanwhile (its sends and settle ran before this line) keeps
     its status; only the time of its first dispatch is filled in, by a second UPDATE
     that happens in that case only.
     """
     now = timezone.now()
+    ids = [Order._meta.pk.to_python(order_id) for order_id in order_ids]
     # A pending order was never marked dispatched (the mark moves it on, and nothing
     # moves an order back to pending): this is its first dispatch time.
-    moved = status_history.claim(
-        order_id,
-        from_statuses=(Order.Status.PENDING,),
+    moved = status_history.claim_many(
+        ids,
+        from_status=Order.Status.PENDING,
         to_status=Order.Status.DISPATCHED,
         reason=DISPATCHED_REASON,
         at=now,
         dispatched_at=now,
     )
-    if not moved:
-        Order.objects.filter(pk=order_id, dispatched_at__isnull=True).update(
+    moved_on = [order_id for order_id in ids if order_id not in moved]
+    if moved_on:
+        Order.objects.filter(pk__in=moved_on, dispatched_at__isnull=True).update(
             dispatched_at=now, updated_at=now
         )
 

@@ -109,8 +109,31 @@ def _dispatch_all(created: list[Order]) -> None:
     enqueue.dispatch_orders([order for order in created if order.pk not in late])
 
 
+def _dispatch(order: Order, sends: list[Send] | None) -> None:
+    """The order's two sends, published with the order's ids (its tasks' message headers carry
+    them): a batch commits many orders at once, each dispatched as itself."""
+    with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
+        if _dispatched_by_the_sweeper(order):
+            logger.info("dispatched by the sweeper meanwhile; not published again")
+            return
+        enqueue.dispatch_order(order.pk, sends=sends)
+
+
+def _dispatched_by_the_sweeper(order: Order) -> bool:
+    return order.pk in _dispatched_by_the_sweeper_among([order])
+
+
 def _dispatched_by_the_sweeper_among(created: list[Order]) -> set[uuid.UUID]:
-    """`_dispatched_by_the_sweeper` for a batch's orders, in one query."""
+    """Those of `created` the sweeper already dispatched, looked up (one query) only for
+    those it may have.
+
+    Under load, orders came up for dispatch after the sweep grace, when the sweeper had
+    already taken them for lost and dispatched them
+    (`recovery.redispatch_undispatched_orders`): a second dispatch each, 200 of the 1,000
+    orders of `manage.py bench`'s batch burst. Past half the grace an order is published
+    only if it is still pending. A database that cannot say leaves the publish as it was:
+    a duplicate dispatch is harmless (its sends are claimed once), a lost one is not.
+    """
     now = timezone.now()
     half_grace = settings.DUALSEND_SWEEP_GRACE_SECONDS / 2
     old = [o.pk for o in created if (now - o.created_at).total_seconds() >= half_grace]
@@ -126,39 +149,10 @@ def _dispatched_by_the_sweeper_among(created: list[Order]) -> set[uuid.UUID]:
         return set()
 
 
-def _dispatch(order: Order, sends: list[Send] | None) -> None:
-    """The order's two sends, published with the order's ids (its tasks' message headers carry
-    them): a batch commits many orders at once, each dispatched as itself."""
-    with log_context.bound(order_id=order.pk, correlation_id=order.correlation_id):
-        if _dispatched_by_the_sweeper(order):
-            logger.info("dispatched by the sweeper meanwhile; not published again")
-            return
-        enqueue.dispatch_order(order.pk, sends=sends)
-
-
-def _dispatched_by_the_sweeper(order: Order) -> bool:
-    """Whether the sweeper already dispatched this order, looked up only when it may have.
-
-    A batch's orders are dispatched one after another once the batch commits. Under load
-    the last ones came up after the sweep grace, when the sweeper had already taken them
-    for lost and dispatched them (`recovery.redispatch_undispatched_orders`): a second
-    dispatch each, 200 of the 1,000 orders of `manage.py bench`'s batch burst. Past half the
-    grace an order is published only if it is still pending. A database that cannot say
-    leaves the publish as it was: a duplicate dispatch is harmless (its sends are claimed
-    once), a lost one is not.
-    """
-    age = (timezone.now() - order.created_at).total_seconds()
-    if age < settings.DUALSEND_SWEEP_GRACE_SECONDS / 2:
-        return False
-    try:
-        return not still_pending(order.pk)
-    except DatabaseError:
-        return False
-
-
 def still_pending(order_id: uuid.UUID) -> bool:
-    """Not dispatched yet: asked by the web and the sweeper, each before dispatching an
-    order the other may have dispatched meanwhile."""
+    """Not dispatched yet: asked by the sweeper before dispatching an order the web may
+    have dispatched meanwhile (the web asks it the other way round, for many orders at
+    once: `_dispatched_by_the_sweeper_among`)."""
     return Order.objects.filter(pk=order_id, status=Order.Status.PENDING).exists()
 
 

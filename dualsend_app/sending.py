@@ -8,6 +8,7 @@ task is rescheduled.
 
 import datetime
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ class NextStep:
     status: str = ""
     # The send's order, when this delivery left the send final (or found it so): the
     # order may now be ready to settle (`tasks/sends.py`).
-    order_id: Any = None
+    order_id: uuid.UUID | None = None
 
     @property
     def should_retry(self) -> bool:

@@ -42,13 +42,14 @@ CREATED_REASON = "accepted: the order and its two sends saved"
 # statement takes to run (py-spy on web and workers during `manage.py bench`).
 _ID, _STATUS = uuid.UUID(int=0), "?"  # placeholders of the ORM's statement (`_update_by_orm`)
 _VARCHAR_LENGTH = re.compile(r"^varchar\(\d+\)$")
-_UPDATE_SQL = "UPDATE {order} SET {assignments} WHERE {order_id} = %s AND {status} = %s"
+_UPDATE_SQL = "UPDATE {order} SET {assignments} WHERE {order_id} {matches} AND {status} = %s"
+_ONE_ORDER, _ANY_ORDER = "= %s", "= ANY(%s)"  # the id's condition: one id, or a list of them
 _MOVE_AND_RECORD_SQL = """
 WITH moved AS ({update} RETURNING {order_id})
 INSERT INTO {history} ({columns}) SELECT moved.{order_id}, {values} FROM moved
 """
-_UPDATE_MANY_SQL = "UPDATE {order} SET {assignments} WHERE {order_id} = ANY(%s) AND {status} = %s"
-_MOVE_MANY_AND_RECORD_SQL = """
+# The same, saying which orders it moved (`claim_many`).
+_MOVE_AND_RECORD_RETURNING_SQL = """
 WITH moved AS ({update} RETURNING {order_id}),
 recorded AS (INSERT INTO {history} ({columns}) SELECT moved.{order_id}, {values} FROM moved)
 SELECT {order_id} FROM moved
@@ -89,14 +90,7 @@ def claim(
     operator whose action it is. `at`: the move's time (default now), also `updated_at`.
     """
     at = at or timezone.now()
-    by_user = operator_user(by)
-    row = {
-        "to_status": to_status,
-        "at": at,
-        "reason": reason,
-        "by": by_user.pk if by_user else None,
-        "by_username": by_user.get_username() if by_user else "",
-    }
+    row = _history_row(to_status, at, reason, operator_user(by))
     values = {**changes, "status": to_status, "updated_at": at}
     for from_status in dict.fromkeys(from_statuses):
         if _move(order_id, from_status, values, row):
@@ -125,15 +119,30 @@ def claim_many(
                      reason=reason, at=at, **changes)
         }  # fmt: skip
     values = {**changes, "status": to_status, "updated_at": at}
-    row = {"from_status": from_status, "to_status": to_status, "at": at, "reason": reason,
-           "by": None, "by_username": ""}  # fmt: skip
+    row = {"from_status": from_status, **_history_row(to_status, at, reason, None)}
+    sql = _move_and_record_sql(
+        _plain_update_sql(tuple(values), _ANY_ORDER), tuple(row), returning_ids=True
+    )
     pks = [Order._meta.pk.get_db_prep_value(order_id, connection) for order_id in order_ids]
     with connection.cursor() as cursor:
         cursor.execute(
-            _move_many_and_record_sql(tuple(values), tuple(row)),
+            sql,
             [*_prepared(Order, values), pks, from_status, *_prepared(OrderStatusChange, row)],
         )
         return {Order._meta.pk.to_python(moved) for (moved,) in cursor.fetchall()}
+
+
+def _history_row(
+    to_status: str, at: datetime.datetime, reason: str, by_user: AbstractBaseUser | None
+) -> dict[str, Any]:
+    """A history row's fields but `from_status`, which each claim adds."""
+    return {
+        "to_status": to_status,
+        "at": at,
+        "reason": reason,
+        "by": by_user.pk if by_user else None,
+        "by_username": by_user.get_username() if by_user else "",
+    }
 
 
 def operator_user(by: Operator) -> AbstractBaseUser | None:
@@ -184,11 +193,15 @@ def _column(model: type[Model], name: str) -> str:
 
 
 @functools.cache
-def _move_and_record_sql(update_sql: str, row_fields: tuple[str, ...]) -> str:
+def _move_and_record_sql(
+    update_sql: str, row_fields: tuple[str, ...], *, returning_ids: bool = False
+) -> str:
     """The claim and its history row as one statement, for these columns of the row; built
-    once per shape (settle's, dispatch's, ...), not per order."""
+    once per shape (settle's, dispatch's, ...), not per order. `returning_ids`: it answers
+    the ids of the orders it moved."""
     fields = [OrderStatusChange._meta.get_field(name) for name in row_fields]
-    return _MOVE_AND_RECORD_SQL.format(
+    template = _MOVE_AND_RECORD_RETURNING_SQL if returning_ids else _MOVE_AND_RECORD_SQL
+    return template.format(
         update=update_sql,
         order_id=_column(Order, "id"),
         history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
@@ -198,32 +211,14 @@ def _move_and_record_sql(update_sql: str, row_fields: tuple[str, ...]) -> str:
 
 
 @functools.cache
-def _move_many_and_record_sql(names: tuple[str, ...], row_fields: tuple[str, ...]) -> str:
-    """`_move_and_record_sql` for a list of orders, returning the ids it moved."""
-    fields = [OrderStatusChange._meta.get_field(name) for name in row_fields]
-    assignments = (f"{_column(Order, name)} = %s" for name in names)
-    return _MOVE_MANY_AND_RECORD_SQL.format(
-        update=_UPDATE_MANY_SQL.format(
-            order=connection.ops.quote_name(Order._meta.db_table),
-            assignments=", ".join(assignments),
-            order_id=_column(Order, "id"),
-            status=_column(Order, "status"),
-        ),
-        order_id=_column(Order, "id"),
-        history=connection.ops.quote_name(OrderStatusChange._meta.db_table),
-        columns=", ".join(_column(OrderStatusChange, name) for name in ("order", *row_fields)),
-        values=", ".join(typed_placeholder(field) for field in fields),
-    )
-
-
-@functools.cache
-def _plain_update_sql(names: tuple[str, ...]) -> str:
-    """`UPDATE order SET <names> = %s ... WHERE id = %s AND status = %s`, built once."""
+def _plain_update_sql(names: tuple[str, ...], matches: str = _ONE_ORDER) -> str:
+    """`UPDATE order SET <names> = %s ... WHERE id <matches> AND status = %s`, built once."""
     assignments = (f"{_column(Order, name)} = %s" for name in names)
     return _UPDATE_SQL.format(
         order=connection.ops.quote_name(Order._meta.db_table),
         assignments=", ".join(assignments),
         order_id=_column(Order, "id"),
+        matches=matches,
         status=_column(Order, "status"),
     )
 
