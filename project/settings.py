@@ -285,8 +285,7 @@ DUALSEND_ORDER_MAX_AGE_SECONDS = env.float("DUALSEND_ORDER_MAX_AGE_SECONDS", def
 # ---------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-# Redis, minus the result subscriptions a chord's publisher leaked (project/result_backend.py)
-CELERY_RESULT_BACKEND = f"project.result_backend:RedisBackend+{REDIS_URL}"
+CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -1,11 +1,12 @@
-"""Dispatching orders leaves no result subscriptions behind (project/result_backend.py).
+"""Dispatching orders leaves no result subscriptions behind.
 
-Celery's own Redis backend subscribed the publishing process to every chord header task's
-result channel and kept a result object for each; with our send tasks storing no result,
-neither ever went away: two channels and two objects per order, for the life of the web
-process. `AsyncResult.get()` still subscribes and gets its result (tests/test_flow.py
-waits on sends and settle that way). This test places orders through the API in this
-process, on the real worker.
+When orders were a chord, Celery's Redis backend subscribed the publishing process to every
+header task's result channel and kept a result object for each; with our send tasks
+storing no result, neither ever went away: two channels and two objects per order, for the
+life of the web process. Orders are no chord now; this holds that nothing else brings the
+leak back. `AsyncResult.get()` still subscribes and gets its result (tests/test_flow.py
+waits on a task that way). This test places orders through the API in this process, on
+the real worker.
 
 Nor does publishing subscribe at all: a process publishing a task by name does not know
 that it stores no result, and Celery's `send_task` SUBSCRIBEs to the result channel of
