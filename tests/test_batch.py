@@ -12,6 +12,7 @@ import pytest
 from django.db import connection, connections
 from django.test import Client
 
+from dualsend_app.api import batch
 from dualsend_app.models import Order, Send
 from project.api_clients import parse_api_clients
 from tests.helpers import (
@@ -213,9 +214,11 @@ def test_100_orders_are_accepted(client, dispatched):
     assert len(dispatched) == 100
 
 
-def test_concurrent_batches_sharing_keys_create_each_order_once(dispatched):
+def test_concurrent_batches_sharing_keys_create_each_order_once(dispatched, monkeypatch):
     """Two batches with the same keys in opposite orders, at once: no deadlock, one order
     per key, and every answer for a key names that order (202, 200, or 409 retry)."""
+    # Two web processes: one process writes its batches in turn.
+    monkeypatch.setattr(batch, "_WRITING_TURNS", threading.BoundedSemaphore(2))
     keys = [f"shared-{n:02}" for n in range(20)]
     barrier = threading.Barrier(2)
     answers = [None, None]
@@ -242,6 +245,46 @@ def test_concurrent_batches_sharing_keys_create_each_order_once(dispatched):
             if result["status"] != 409:
                 assert result["order"]["id"] == str(by_key[key])
     assert sorted(dispatched) == sorted(str(pk) for pk in by_key.values())
+
+
+def test_a_batch_waits_while_another_is_written_then_is_written(client, dispatched):
+    """While this process writes a batch, the next one waits for its turn, then goes."""
+    answers = []
+
+    def send():
+        try:
+            answers.append(post_batch(Client(), [batch_order("after-turn")]))
+        finally:
+            connections.close_all()
+
+    assert batch._WRITING_TURNS.acquire(timeout=5)  # a batch being written
+    waiting = threading.Thread(target=send)
+    try:
+        waiting.start()
+        waiting.join(timeout=1)
+        assert answers == [] and Order.objects.count() == 0
+    finally:
+        batch._WRITING_TURNS.release()
+    waiting.join(timeout=30)
+
+    assert [result["status"] for result in results_of(answers[0])] == [202]
+    assert Order.objects.count() == 1
+
+
+def test_a_batch_whose_turn_does_not_come_is_503_and_writes_nothing(
+    client, dispatched, monkeypatch
+):
+    monkeypatch.setattr(batch, "BATCH_TURN_WAIT_SECONDS", 0.2)
+    assert batch._WRITING_TURNS.acquire(timeout=5)
+    try:
+        response = post_batch(client, [batch_order("no-turn")])
+    finally:
+        batch._WRITING_TURNS.release()
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert "busy writing other batches" in response.json()["error"]["message"]
+    assert_nothing_written(dispatched)
 
 
 # --- keys are per client ---------------------------------------------------------------
