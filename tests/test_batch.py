@@ -11,6 +11,7 @@ import threading
 import pytest
 from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from dualsend_app.api import batch
 from dualsend_app.models import Order, Send
@@ -245,6 +246,25 @@ def test_concurrent_batches_sharing_keys_create_each_order_once(dispatched, monk
             if result["status"] != 409:
                 assert result["order"]["id"] == str(by_key[key])
     assert sorted(dispatched) == sorted(str(pk) for pk in by_key.values())
+
+
+def test_a_batch_reads_its_keys_once_and_no_order_back(client, dispatched):
+    """Five new orders: one look-up of the five keys, and the 202s made from the rows
+    written (as the single call's 202), not read back; a replay is read as it stands."""
+    with CaptureQueriesContext(connection) as new_orders:
+        results = results_of(post_batch(client, [batch_order(f"new-{n}") for n in range(5)]))
+    with CaptureQueriesContext(connection) as replays:
+        replayed = results_of(post_batch(client, [batch_order("new-0"), batch_order("new-5")]))
+
+    reads = [q["sql"] for q in new_orders.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and "idempotency_key" in reads[0]
+    assert [result["order"]["status"] for result in results] == ["pending"] * 5
+    assert all(len(result["order"]["sends"]) == 2 for result in results)
+    assert [result["status"] for result in replayed] == [200, 202]
+    assert replayed[0]["order"]["id"] == results[0]["order"]["id"]
+    assert len(replayed[0]["order"]["sends"]) == 2
+    reads = [q["sql"] for q in replays.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 3  # the keys; the replayed order and its sends (prefetched)
 
 
 def test_a_batch_waits_while_another_is_written_then_is_written(client, dispatched):

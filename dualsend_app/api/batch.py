@@ -102,13 +102,8 @@ def orders_batch(request: HttpRequest) -> JsonResponse:
     items = _read_items(raw_orders)
     _create_or_replay(client, items, request.request_id)
 
-    # Read them back: they were dispatched on commit, and a replay shows the order now.
-    pks = [item.order.pk for item in items if item.order is not None]
-    current = {
-        order.pk: order
-        for order in Order.objects.prefetch_related("sends").filter(client=client, pk__in=pks)
-    }
-    results = [_result(item, current) for item in items]
+    replayed = _replayed_as_they_stand(client, items)
+    results = [_result(item, replayed) for item in items]
     logger.info(
         "batch of %s orders answered %s",
         len(items),
@@ -191,6 +186,7 @@ def _create_or_replay(client: str, items: list[BatchItem], request_id: str) -> N
     if not accepted:
         return
     with writing_turn(), orders.created_together():
+        existing = idempotency.orders_by_key(client, [item.key for item in accepted])
         for item in accepted:
             correlation_id = _correlation_id(request_id, item.index)
             # This order's lines carry its own correlation id, not the batch's.
@@ -201,6 +197,7 @@ def _create_or_replay(client: str, items: list[BatchItem], request_id: str) -> N
                         key=item.key,
                         payload=item.payload,
                         correlation_id=correlation_id,
+                        existing=existing.get(item.key),
                     )
                 except errors.ApiError as error:
                     item.error = error
@@ -224,7 +221,23 @@ def _correlation_id(request_id: str, index: int) -> str:
     return request_id[: MAX_CORRELATION_ID_LENGTH - len(suffix)] + suffix
 
 
-def _result(item: BatchItem, current: dict[uuid.UUID, Order]) -> dict[str, Any]:
+def _was_created(item: BatchItem) -> bool:
+    return item.outcome == idempotency.IntakeResult.CREATED and item.order.new_sends is not None
+
+
+def _replayed_as_they_stand(client: str, items: list[BatchItem]) -> dict[uuid.UUID, Order]:
+    """The replayed orders as they stand now, with their sends (one query, none when
+    nothing was replayed). A created order is answered as this request saved it, as the
+    single call's 202 is: reading back 100 rows just written was a sixth of a batch's
+    CPU in the web (py-spy)."""
+    pks = [item.order.pk for item in items if item.order is not None and not _was_created(item)]
+    if not pks:
+        return {}
+    replayed = Order.objects.prefetch_related("sends").filter(client=client, pk__in=pks)
+    return {order.pk: order for order in replayed}
+
+
+def _result(item: BatchItem, replayed: dict[uuid.UUID, Order]) -> dict[str, Any]:
     if item.error is not None:
         result: dict[str, Any] = {
             "index": item.index,
@@ -235,11 +248,14 @@ def _result(item: BatchItem, current: dict[uuid.UUID, Order]) -> dict[str, Any]:
         if retry_after:
             result["retry_after"] = int(retry_after)
         return result
-    order = current.get(item.order.pk, item.order)
+    if _was_created(item):
+        order, sends = item.order, item.order.new_sends
+    else:
+        order, sends = replayed.get(item.order.pk, item.order), None
     created = item.outcome == idempotency.IntakeResult.CREATED
     return {
         "index": item.index,
         "status": 202 if created else 200,
         "location": order.get_absolute_url(),
-        "order": order_to_dict(order),
+        "order": order_to_dict(order, sends),
     }

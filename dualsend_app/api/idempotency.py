@@ -20,6 +20,7 @@ loser a 409 with Retry-After. (On SQLite the write lock serializes the transacti
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
 
@@ -60,8 +61,17 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# `create_or_replay(existing=...)` when the caller has not looked the key up.
+LOOK_IT_UP = object()
+
+
 def create_or_replay(
-    *, client: str, key: str, payload: dict[str, Any], correlation_id: str
+    *,
+    client: str,
+    key: str,
+    payload: dict[str, Any],
+    correlation_id: str,
+    existing: Order | object | None = LOOK_IT_UP,
 ) -> tuple[IntakeResult, Order]:
     """(IntakeResult, order) for a validated request; ApiError 422 or 409 as in the table above.
 
@@ -69,10 +79,13 @@ def create_or_replay(
     orders in one): `orders.create_order`'s block is then a savepoint of it, so a lost race
     or a lock wait past the timeout undoes only this order's rows, the caller's
     transaction goes on, and the order is dispatched once the caller commits.
+    `existing`: the order of this key, or None, when the caller looked it up already
+    (`orders_by_key`, a batch's keys in one query).
     """
     request_fingerprint = fingerprint(payload)
     if key:
-        existing = _find(client, key)
+        if existing is LOOK_IT_UP:
+            existing = _find(client, key)
         if existing is not None:
             return _replay(existing, request_fingerprint)
     try:
@@ -99,6 +112,15 @@ def create_or_replay(
         logger.info("idempotency key still in progress (lock)")
         raise errors.idempotency_in_progress() from None
     return IntakeResult.CREATED, order
+
+
+def orders_by_key(client: str, keys: Collection[str]) -> dict[str, Order]:
+    """The client's orders created with any of `keys`, by key: one query for a batch,
+    where a look per order was a round trip for each of up to 100."""
+    if not keys:
+        return {}
+    found = Order.objects.filter(client=client, idempotency_key__in=list(keys))
+    return {order.idempotency_key: order for order in found}
 
 
 def _find(client: str, key: str) -> Order | None:
