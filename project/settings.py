@@ -313,8 +313,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Each thread has one message waiting behind the one it runs, so a thread that finishes
 # starts its next send at once. With 1, every message came only after the last task's ack
 # and a fetch from Redis: in a 1,000-order burst the payment worker's threads sat idle 44%
-# of the time (py-spy). `manage.py bench`, single POSTs: 0.69x the bare chord's throughput
-# with 1, 0.78-0.85x with 2. Not more than one waiting: a message held here is one that
+# of the time (py-spy). `manage.py bench`, throughput against the bare chord's: single
+# POSTs 0.63-0.75x with 1 (four runs), 0.71-0.85x with 2 (five runs); batch intake
+# 0.74-0.81x, then 0.80-0.92x. Not more than one waiting: a message held here is one that
 # another worker process on the same queue cannot run. With acks_late a waiting message is
 # unacknowledged like a running one, and given back if the worker dies.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 2
