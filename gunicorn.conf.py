@@ -22,3 +22,10 @@ _format = log_format(
 )
 logconfig_dict = gunicorn_logging_config(_format)
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def post_worker_init(worker: object) -> None:
+    """The app is loaded: freeze what start-up made (project/startup_gc.py)."""
+    from project.startup_gc import freeze_start_up_objects
+
+    freeze_start_up_objects("web")

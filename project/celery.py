@@ -5,7 +5,7 @@ import os
 from celery import Celery, signals
 
 from dualsend_app import task_log_context
-from project import flower
+from project import flower, startup_gc
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -63,3 +63,16 @@ def _worker_metrics(**kwargs: object) -> None:
     from dualsend_app import metrics_worker
 
     metrics_worker.on_worker_init(**kwargs)
+
+
+# --- start-up objects out of the garbage collector's way (project/startup_gc.py) ---------
+
+
+@signals.worker_ready.connect(weak=False)
+def _freeze_the_ready_worker(**_: object) -> None:
+    startup_gc.freeze_start_up_objects("worker")
+
+
+@signals.worker_process_init.connect(weak=False)
+def _freeze_a_pool_process(**_: object) -> None:
+    startup_gc.freeze_start_up_objects("worker pool process")
