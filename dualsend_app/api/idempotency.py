@@ -114,6 +114,13 @@ def create_or_replay(
     return IntakeResult.CREATED, order
 
 
+def answered_as_written(outcome: IntakeResult, order: Order) -> bool:
+    """True when this request created `order` and holds its sends as it wrote them: the
+    answer is made from those rows, not read back (POST /api/orders and each order of a
+    batch). A replay is read as it stands now."""
+    return outcome == IntakeResult.CREATED and order.new_sends is not None
+
+
 def orders_by_key(client: str, keys: Collection[str]) -> dict[str, Order]:
     """The client's orders created with any of `keys`, by key: one query for a batch,
     where a look per order was a round trip for each of up to 100."""

@@ -127,7 +127,7 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
         client=client, key=key, payload=payload, correlation_id=request.request_id
     )
     log_context.bind(order_id=order.pk)
-    if outcome == idempotency.IntakeResult.CREATED and order.new_sends is not None:
+    if idempotency.answered_as_written(outcome, order):
         # The order as this request saved it (pending, its sends not yet called): no read
         # back of rows just written. GET shows how it moved on.
         response = JsonResponse(order_to_dict(order, order.new_sends), status=202)
